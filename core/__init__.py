@@ -1,0 +1,1 @@
+"""T1 Lab core: data synthesis, SFT, RL and budgeted sampling."""

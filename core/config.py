@@ -1,0 +1,324 @@
+"""Configuration: one frozen dataclass per stage, composed per command. Torch-free.
+
+Precedence: dataclass defaults < YAML preset (overrides only) < command-line `key=value`.
+Keys are dotted (`sft.lr=1e-3`); an unqualified key (`lr=1e-3`) is accepted when exactly one
+section has it. Unknown keys fail with the closest valid name. Help strings name the paper's
+symbol where there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message says what to change."""
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = _f("pairsum", "'pairsum' (embedded), math500|aime24|amc23|gsm8k, a hub id or a .jsonl path")
+    num_count: int = _f(8, "pairsum: numbers in each list (C(n,2) candidate pairs)")
+    max_value: int = _f(50, "pairsum: numbers are drawn from 1..max_value")
+    heldout_frac: float = _f(0.1, "pairsum: share of the problem space kept for evaluation")
+    sorted_numbers: bool = _f(True, "pairsum: show each list sorted (the teacher's two-pointer moves need it)")
+    seed: int = _f(0, "seed of the problem generator")
+
+    def validate(self) -> None:
+        _check(self.num_count >= 3, f"task.num_count must be >= 3 (got {self.num_count})")
+        _check(
+            self.max_value >= 2 * self.num_count,
+            f"task.max_value must be >= 2 * task.num_count = {2 * self.num_count}",
+        )
+        _check(0 < self.heldout_frac < 1, "task.heldout_frac must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f("embedded", "'embedded' (tiny Qwen2 built here), a local HF folder or a hub id")
+    hidden_size: int = _f(128, "embedded model width")
+    num_layers: int = _f(4, "embedded model depth")
+    num_heads: int = _f(4, "embedded model attention heads")
+    intermediate_size: int = _f(384, "embedded model MLP width")
+    device: str = _f("auto", "'auto' (cuda if present), 'cpu' or 'cuda'")
+    dtype: str = _f("auto", "'auto' (bf16 on a GPU that supports it, else fp32), fp32, bf16")
+    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+
+    def validate(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda"), "model.device must be auto, cpu or cuda")
+        _check(self.dtype in ("auto", "fp32", "bf16"), "model.dtype must be auto, fp32 or bf16")
+        _check(self.hidden_size % self.num_heads == 0, "model.hidden_size must divide by num_heads")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    backend: str = _f("hf", "sampler backend: 'hf' (transformers) or 'vllm'")
+    temperature: float = _f(1.0, "sampling temperature (0 = greedy)")
+    top_p: float = _f(1.0, "nucleus sampling threshold")
+    min_p: float = _f(0.0, "min-p threshold relative to the most likely token")
+    max_new_tokens: int = _f(128, "generation limit in tokens (the largest budget)")
+    batch_size: int = _f(512, "sequences per forward pass")
+    stop: tuple[str, ...] = _f((), "extra stop strings")
+
+    def validate(self) -> None:
+        _check(self.backend in ("hf", "vllm"), "sampling.backend must be 'hf' or 'vllm'")
+        _check(self.temperature >= 0, "sampling.temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "sampling.top_p must be in (0, 1]")
+        _check(0 <= self.min_p < 1, "sampling.min_p must be in [0, 1)")
+        _check(self.max_new_tokens >= 1, "sampling.max_new_tokens must be >= 1")
+        _check(self.batch_size >= 1, "sampling.batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    style: str = _f("t1", "'t1' (trial-and-error + self-verification) or 'plain' (straight CoT)")
+    num_problems: int = _f(40_000, "training problems to synthesize traces for")
+    guided_prob: float = _f(0.8, "teacher: chance an attempt follows its reflection (two pointers) instead of a random jump")
+    slip_prob: float = _f(0.15, "teacher: chance of an arithmetic slip on a near miss (caught by the check)")
+    seed: int = _f(0, "seed of the teacher")
+
+    def validate(self) -> None:
+        _check(self.style in ("t1", "plain"), f"synth.style must be 't1' or 'plain' (got {self.style!r})")
+        _check(self.num_problems >= 1, "synth.num_problems must be >= 1")
+        _check(0 <= self.guided_prob <= 1, "synth.guided_prob must be in [0, 1]")
+        _check(0 <= self.slip_prob <= 1, "synth.slip_prob must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    data: str = _f("", "traces to train on: a synth run folder or traces .jsonl ('' = synthesize now)")
+    lr: float = _f(3e-3, "peak learning rate (AdamW)")
+    warmup_steps: int = _f(50, "linear warmup steps before cosine decay")
+    max_steps: int = _f(800, "optimizer steps (cosine decays to 0 at this step)")
+    batch_size: int = _f(64, "sequences per optimizer step")
+    micro_batch_size: int = _f(64, "sequences per forward pass (gradient accumulation = batch / micro)")
+    max_seq_len: int = _f(320, "drop traces longer than this many tokens (prompt + response)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "gradient norm clip")
+    lora: bool = _f(False, "train LoRA adapters (PEFT) instead of all weights")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma-separated module names for LoRA")
+    bf16_autocast: bool = _f(True, "compute in bf16 autocast (weights and optimizer stay fp32)")
+    log_every: int = _f(25, "steps between metric lines")
+    save_every: int = _f(0, "steps between checkpoints (0 = only the final one)")
+    seed: int = _f(0, "seed of initialisation and data order")
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "sft.lr must be > 0")
+        _check(self.max_steps >= 1, "sft.max_steps must be >= 1")
+        _check(0 <= self.warmup_steps < self.max_steps, "sft.warmup_steps must be < sft.max_steps")
+        _check(
+            self.batch_size % self.micro_batch_size == 0,
+            f"sft.micro_batch_size ({self.micro_batch_size}) must divide sft.batch_size "
+            f"({self.batch_size})",
+        )
+        _check(self.max_seq_len >= 8, "sft.max_seq_len must be >= 8")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = _f("heldout", "task split to evaluate on")
+    num_problems: int = _f(500, "problems to evaluate (0 = all of a finite data set)")
+    num_samples: int = _f(1, "samples per problem (pass@1 is averaged over them)")
+    seed: int = _f(1234, "sampling seed")
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self) -> None:
+        _check(self.split in ("train", "heldout"), "eval.split must be 'train' or 'heldout'")
+        _check(self.num_problems >= 0, "eval.num_problems must be >= 0")
+        _check(self.num_samples >= 1, "eval.num_samples must be >= 1")
+        self.sampling.validate()
+
+
+@dataclass(frozen=True)
+class SynthJob:
+    """`python -m lab synth`."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+@dataclass(frozen=True)
+class SFTJob:
+    """`python -m lab sft`: synthesize (unless sft.data is set) -> train -> evaluate."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """`python -m lab eval`: accuracy of a checkpoint on a task split."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def flat_fields(cls: type, prefix: str = "") -> dict[str, tuple[dataclasses.Field, Any]]:
+    """Dotted name -> (leaf field, its resolved type), for every leaf of a nested config."""
+    out: dict[str, tuple[dataclasses.Field, Any]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        t = hints[f.name]
+        if is_dataclass(t):
+            out.update(flat_fields(t, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (f, t)
+    return out
+
+
+def resolve_key(cls: type, key: str) -> str:
+    """Full dotted key for `key`; accepts an unambiguous suffix such as `lr` for `sft.lr`."""
+    names = flat_fields(cls)
+    if key in names:
+        return key
+    matches = [n for n in names if n.endswith("." + key)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"ambiguous config key {key!r}: say one of {', '.join(sorted(matches))}")
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.5)
+    if not close:
+        short = {n.split(".")[-1]: n for n in names}
+        near = difflib.get_close_matches(key.split(".")[-1], list(short), n=1, cutoff=0.6)
+        close = [short[near[0]]] if near else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def coerce(value: Any, typ: Any, key: str) -> Any:
+    """Turn a YAML/CLI value into the field's type, or fail naming the key."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return coerce(value, args[0], key)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).lower()
+            if s in ("true", "1", "yes", "on"):
+                return True
+            if s in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v] if value else []
+            return tuple(str(v) for v in value)
+    except (TypeError, ValueError):
+        name = getattr(typ, "__name__", str(typ))
+        raise ConfigError(f"config key {key!r} wants {name}, got {value!r}") from None
+    return value
+
+
+def _set(cfg: Any, dotted: str, value: Any) -> Any:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return replace(cfg, **{head: value})
+    return replace(cfg, **{head: _set(getattr(cfg, head), rest, value)})
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of `cfg` with dotted overrides applied (coerced to the field types)."""
+    names = flat_fields(type(cfg))
+    for key, value in overrides.items():
+        full = resolve_key(type(cfg), key)
+        cfg = _set(cfg, full, coerce(value, names[full][1], full))
+    return cfg
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_preset(path: Path) -> dict[str, Any]:
+    """A YAML preset as flat dotted overrides."""
+    import yaml
+
+    if not path.exists():
+        raise ConfigError(f"preset not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping of overrides")
+    return flatten(data)
+
+
+def validate(cfg: Any) -> Any:
+    """Run every section's validate(); return cfg."""
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        if hasattr(section, "validate"):
+            section.validate()
+    return cfg
+
+
+def build(cls: type, preset: dict[str, Any] | None = None, cli: dict[str, Any] | None = None) -> Any:
+    """Defaults < preset < command line, validated."""
+    cfg = apply_overrides(cls(), preset or {})
+    cfg = apply_overrides(cfg, cli or {})
+    return validate(cfg)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def non_defaults(cfg: Any) -> dict[str, Any]:
+    """Flat dotted fields that differ from the defaults (printed at start)."""
+    now, base = flatten(to_dict(cfg)), flatten(to_dict(type(cfg)()))
+    return {k: v for k, v in now.items() if base.get(k) != v}
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config from its saved dict (e.g. a run's config.json), ignoring nothing."""
+    return apply_overrides(cls(), flatten(data))
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf: the command line's --help table."""
+    base = flatten(to_dict(cls()))
+    return [(k, base[k], f.metadata.get("help", "")) for k, (f, _) in flat_fields(cls).items()]

@@ -1,0 +1,103 @@
+"""Evaluation: accuracy (pass@1 averaged over samples), trial-and-error statistics, lengths.
+
+pass@k (unbiased, Chen et al. 2021) and maj@k live here too so that RL, budget sweeps and
+`lab eval` share one definition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Sequence
+
+from core.config import EvalConfig
+from core.sampling.base import Sampler, derive_seed, encode_prompts
+from core.tasks.base import Task
+from core.types import Completion, Problem, Verdict
+
+REFLECTION_WORDS = ("wait", "alternatively", "let me verify", "let me check", "larger", "smaller")
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k successes out of n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k), product form."""
+    if k > n:
+        raise ValueError(f"pass@k needs k <= n (k={k}, n={n})")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def majority_answer(predictions: Sequence[str | None]) -> str | None:
+    """Most common non-empty prediction (ties: first seen)."""
+    counts = Counter(p for p in predictions if p)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def corrected(task: Task, response: str, verdict: Verdict) -> bool:
+    """A failed attempt followed by a correct final answer (trial-and-error that worked)."""
+    return verdict.correct and task.parse_trace(response).num_failed_attempts > 0
+
+
+def sample_rows(
+    task: Task, problems: Sequence[Problem], groups: Sequence[Sequence[Completion]]
+) -> list[dict]:
+    """One JSON-ready row per completion: text, tokens, finish reason, verdict, structure."""
+    flat = [(p, c) for p, g in zip(problems, groups) for c in g]
+    verdicts = task.check([p for p, _ in flat], [c.text for _, c in flat])
+    rows = []
+    for (p, c), v in zip(flat, verdicts):
+        trace = task.parse_trace(c.text)
+        rows.append({
+            "problem_id": p.id, "sample": c.sample_index, "response": c.text,
+            "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
+            "correct": v.correct, "predicted": v.predicted, "status": v.status,
+            "num_attempts": trace.num_attempts, "num_failed_attempts": trace.num_failed_attempts,
+            "corrected": corrected(task, c.text, v),
+        })
+    return rows
+
+
+def summarize(rows: Sequence[dict], prefix: str = "eval/") -> dict[str, Any]:
+    """Headline figures over sample rows."""
+    n = len(rows)
+    k = sum(r["correct"] for r in rows)
+    lo, hi = wilson_interval(k, n)
+    statuses = Counter(r["status"] for r in rows)
+    return {
+        f"{prefix}acc": k / max(n, 1), f"{prefix}acc_ci_low": lo, f"{prefix}acc_ci_high": hi,
+        f"{prefix}corrected_frac": sum(r["corrected"] for r in rows) / max(n, 1),
+        f"{prefix}len_mean": sum(r["num_tokens"] for r in rows) / max(n, 1),
+        f"{prefix}truncated_frac": sum(r["finish_reason"] == "length" for r in rows) / max(n, 1),
+        f"{prefix}failed_attempts_mean": sum(r["num_failed_attempts"] for r in rows) / max(n, 1),
+        f"{prefix}no_answer_frac": statuses.get("no_answer", 0) / max(n, 1),
+        f"{prefix}timeouts": statuses.get("timeout", 0),
+        f"{prefix}parse_errors": statuses.get("parse_error", 0),
+        f"{prefix}n": n,
+    }
+
+
+def evaluate(
+    sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: EvalConfig, progress: bool = False
+) -> tuple[dict[str, Any], list[dict]]:
+    """Sample `cfg.num_samples` responses per problem and score them: (summary, rows)."""
+    prompts = [task.render_prompt(p, sampler.tokenizer) for p in problems]
+    groups = sampler.generate(
+        encode_prompts(sampler.tokenizer, prompts), cfg.sampling,
+        seed=derive_seed(cfg.seed, "eval"), n=cfg.num_samples, progress=progress,
+    )
+    rows = sample_rows(task, problems, groups)
+    return summarize(rows), rows

@@ -1,0 +1,195 @@
+"""The stories behind `python -m lab <command>`: synth, sft, eval.
+
+Each job takes its resolved config, a Run (the store) and a `say` callback for the human
+log, and returns the headline figures. The command line only parses and prints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from core.config import EvalConfig, EvalJob, ModelConfig, SFTJob, SynthJob, TaskConfig
+from core.store import Run, StoreError, is_run_dir, open_run, read_jsonl
+from core.tasks.base import Task, TaskError
+
+Say = Callable[[str], None]
+
+
+def make_task(cfg: TaskConfig) -> Task:
+    """The embedded task or a math data set (short name, hub id or .jsonl path)."""
+    if cfg.name == "pairsum":
+        from core.tasks.pairsum import PairSumSpec, PairSumTask
+
+        spec = PairSumSpec(cfg.num_count, cfg.max_value, cfg.heldout_frac, cfg.sorted_numbers)
+        return PairSumTask(spec, seed=cfg.seed)
+    from core.tasks.math import MathTask
+
+    return MathTask(cfg.name)
+
+
+def task_problems(task: Task, split: str, limit: int) -> list:
+    problems = task.problems(split, limit or None)
+    if not problems:
+        raise TaskError(f"task {task.name!r} has no {split} problems")
+    return problems
+
+
+def setup_torch(cfg: ModelConfig) -> tuple[str, Any]:
+    """(device, dtype) for a model config; sets CPU threads."""
+    import torch
+
+    from core.models import pick_device
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if cfg.dtype == "bf16" or (cfg.dtype == "auto" and bf16_ok) else torch.float32
+    return device, dtype
+
+
+def load_model(cfg: ModelConfig, seed: int) -> tuple[Any, Any]:
+    """A fresh embedded model (when name == 'embedded') or a saved one (folder or hub id)."""
+    from core.models import EMBEDDED, TinySpec, build_tiny_model, load_policy
+
+    device, dtype = setup_torch(cfg)
+    if cfg.name == EMBEDDED:
+        spec = TinySpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
+        model, tok = build_tiny_model(spec, seed=seed)
+        return model.to(device=device, dtype=dtype), tok
+    return load_policy(cfg.name, dtype=dtype, device=device)
+
+
+def run_synth(job: SynthJob, run: Run, say: Say, progress: bool = True) -> dict:
+    """Write T1-shaped (or plain) traces for the task's training problems."""
+    from tqdm.auto import tqdm
+
+    from core.synth import synthesize
+
+    if job.task.name != "pairsum":
+        raise TaskError("the programmatic teacher only knows the embedded task (task.name=pairsum)")
+    t0 = time.time()
+    task = make_task(job.task)
+    problems = task_problems(task, "train", job.synth.num_problems)
+    s = job.synth
+    say(f"synthesizing {len(problems)} {s.style} traces (guided_prob={s.guided_prob}, slip_prob={s.slip_prob})")
+    batch: list[dict] = []
+    failed = slips = 0
+    for trace in tqdm(synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed),
+                      total=len(problems), desc="synth", unit="trace", disable=not progress):
+        batch.append(trace)
+        failed += trace["num_failed"] > 0
+        slips += trace["num_slips"]
+        if len(batch) >= 2000:
+            run.append_traces(batch)
+            batch = []
+    run.append_traces(batch)
+    out = {"synth/num_traces": len(problems), "synth/with_failed_attempt_frac": failed / len(problems),
+           "synth/slips": slips, "time_s": time.time() - t0}
+    say(f"wrote {len(problems)} traces to {run.traces_path} ({out['synth/with_failed_attempt_frac']:.0%} "
+        "contain a failed attempt)")
+    return out
+
+
+def load_traces(source: str, runs_dir: str | Path) -> tuple[list[dict], str]:
+    """Traces from a synth run (folder or id) or a .jsonl file; errors name file and line."""
+    path = Path(source)
+    if path.suffix == ".jsonl":
+        if not path.exists():
+            raise TaskError(f"SFT data file not found: {path}")
+        file = path
+    else:
+        try:
+            file = open_run(source, runs_dir).traces_path
+        except StoreError:
+            raise TaskError(f"SFT data not found: {source} (a synth run folder or a .jsonl file)") from None
+    try:
+        traces = read_jsonl(file, strict=True)
+    except StoreError as e:
+        raise TaskError(str(e)) from None
+    if not traces:
+        raise TaskError(f"the SFT data set {file} is empty")
+    return traces, str(file)
+
+
+def run_eval_model(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, run: Run,
+                   name: str, say: Say, progress: bool = True) -> dict:
+    """Evaluate a loaded model on `cfg.split`; per-sample rows go to eval/<name>.jsonl."""
+    from core.evaluate import evaluate
+    from core.sampling import make_sampler
+
+    problems = task_problems(task, cfg.split, cfg.num_problems)
+    s = cfg.sampling
+    say(f"evaluating on {len(problems)} {cfg.split} problems x {cfg.num_samples} sample(s), "
+        f"temperature {s.temperature}, max_new_tokens {s.max_new_tokens}, seed {cfg.seed}")
+    sampler = make_sampler(s.backend, model, tokenizer)
+    t0 = time.time()
+    summary, rows = evaluate(sampler, task, problems, cfg, progress=progress)
+    run.append_eval(name, rows)
+    summary["eval/time_s"] = time.time() - t0
+    say(f"accuracy {summary['eval/acc']:.1%} [{summary['eval/acc_ci_low']:.1%}, "
+        f"{summary['eval/acc_ci_high']:.1%}], failed-then-fixed {summary['eval/corrected_frac']:.1%}, "
+        f"mean length {summary['eval/len_mean']:.0f} tokens, truncated {summary['eval/truncated_frac']:.1%}")
+    return summary
+
+
+def run_sft(job: SFTJob, run: Run, say: Say, runs_dir: str | Path = "runs", progress: bool = True) -> dict:
+    """synthesize (unless sft.data is given) -> train -> save -> evaluate on held-out."""
+    from core.models import count_parameters, save_policy
+    from core.sft import apply_lora, build_examples, train_sft
+
+    t0 = time.time()
+    task = make_task(job.task)
+    if job.sft.data:
+        traces, where = load_traces(job.sft.data, runs_dir)
+        say(f"loaded {len(traces)} traces from {where}")
+        synth_out: dict = {}
+    else:
+        synth_out = run_synth(SynthJob(job.task, job.synth), run, say, progress)
+        traces = run.traces()
+    model, tok = load_model(job.model, job.sft.seed)
+    if job.sft.lora:
+        model = apply_lora(model, job.sft)
+    examples, dropped = build_examples(traces, task, tok, job.sft.max_seq_len)
+    n_params = count_parameters(model)
+    say(f"training {job.model.name} ({n_params / 1e6:.2f}M parameters) on {len(examples)} traces "
+        f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
+    train_t0 = time.time()
+    last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=progress)
+    train_s = time.time() - train_t0
+    final = run.checkpoint_dir("final")
+    save_policy(model, tok, final)
+    run.mark_checkpoint_complete(final)
+    say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
+    summary = run_eval_model(model, tok, task, job.eval, run, "heldout", say, progress)
+    out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
+           "checkpoint": str(final), **summary, "time_s": time.time() - t0}
+    run.log_metrics({"step": last["step"], **summary})
+    return out
+
+
+def resolve_model_path(name: str, runs_dir: str | Path = "runs") -> str:
+    """A run folder or id stands for its final checkpoint; anything else is passed through."""
+    path = Path(name)
+    candidates = [path, Path(runs_dir) / name]
+    for c in candidates:
+        if is_run_dir(c) and (c / "checkpoints" / "final" / "config.json").exists():
+            return str(c / "checkpoints" / "final")
+    return name
+
+
+def run_eval(job: EvalJob, run: Run, say: Say, progress: bool = True, runs_dir: str | Path = "runs") -> dict:
+    """`lab eval`: load model.name (folder, run, or hub id) and evaluate it."""
+    from dataclasses import replace
+
+    if job.model.name == "embedded":
+        raise TaskError("lab eval needs a trained model: model.name=<run folder or checkpoint or hub id>")
+    t0 = time.time()
+    task = make_task(job.task)
+    model_cfg = replace(job.model, name=resolve_model_path(job.model.name, runs_dir))
+    model, tok = load_model(model_cfg, seed=0)
+    say(f"loaded {model_cfg.name}")
+    summary = run_eval_model(model, tok, task, job.eval, run, job.eval.split, say, progress)
+    return {**summary, "model": model_cfg.name, "time_s": time.time() - t0}

@@ -1,0 +1,194 @@
+"""Load and save policies in Hugging Face format; build the embedded tiny model.
+
+Everything is saved with `save_pretrained`, so transformers, PEFT and vLLM all load the same
+folder. Hub ids and local folders go through one function (`load_policy`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from core.tasks.pairsum import WORDS
+
+EOS, PAD, UNK = "<eos>", "<pad>", "<unk>"
+EMBEDDED = "embedded"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message is one line and says what to do."""
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape of the embedded Qwen2 model (about 0.9M parameters at the defaults)."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 512
+    max_number: int = 130  # every integer 0..max_number is one token
+
+
+def build_tokenizer(max_number: int = 130) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: one token per word, per number, per newline.
+
+    Each word exists with and without a leading space, and the decoder fuses tokens, so
+    decode(encode(text)) == text for any text made of these words.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    words = list(WORDS) + [str(n) for n in range(max_number + 1)]
+    vocab = [PAD, EOS, UNK, "\n"] + words + [" " + w for w in words]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[^\s]+|\n| "), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        clean_up_tokenization_spaces=False,
+        model_max_length=4096,
+    )
+
+
+def build_tiny_model(spec: TinySpec | None = None, seed: int = 0) -> tuple[Any, Any]:
+    """A randomly initialised Qwen2 causal LM and its tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    spec = spec or TinySpec()
+    tokenizer = build_tokenizer(spec.max_number)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=spec.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rope_theta=10000.0,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
+
+
+def resolve_source(name_or_path: str) -> str:
+    """A local folder (checked for config.json) or a hub id; anything else is an error."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is not a model folder (no config.json inside)")
+        return str(path)
+    if _looks_like_hub_id(name_or_path):
+        return name_or_path
+    raise ModelLoadError(f"model folder not found: {name_or_path}")
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A quick TCP check, so that a hub id fails in seconds instead of after minutes of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_tokenizer(source: str, **kwargs: Any) -> Any:
+    """AutoTokenizer, except for word-level tokenizers (the embedded model's).
+
+    transformers >= 5 maps every `qwen2` model to its byte-level Qwen2Tokenizer, which would
+    split our one-token numbers into digits; a WordLevel tokenizer.json is loaded as it is.
+    """
+    tok_file = Path(source) / "tokenizer.json"
+    if tok_file.exists():
+        model_type = json.loads(tok_file.read_text()).get("model", {}).get("type")
+        if model_type == "WordLevel":
+            return PreTrainedTokenizerFast.from_pretrained(source, **kwargs)
+    return AutoTokenizer.from_pretrained(source, **kwargs)
+
+
+def _load(source: str, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
+    tokenizer = load_tokenizer(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    return model, tokenizer
+
+
+def load_policy(
+    name_or_path: str, dtype: torch.dtype | None = None, device: str | None = None
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer (with its chat template) from a folder or hub id.
+
+    Local folders and hub ids take the same path; a hub id is tried from the local cache
+    first, then downloaded if the hub answers.
+    """
+    source = resolve_source(name_or_path)
+    dtype = dtype or torch.float32
+    try:
+        if os.path.exists(source):
+            model, tokenizer = _load(source, dtype)
+        else:
+            try:
+                model, tokenizer = _load(source, dtype, local_files_only=True)
+            except OSError:
+                if not hub_reachable():
+                    raise ModelLoadError(
+                        f"cannot reach the Hugging Face hub to download {source!r} (no network); "
+                        "pass a local model folder instead"
+                    ) from None
+                model, tokenizer = _load(source, dtype)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"could not load model {source!r}: {first}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device:
+        model.to(device)
+    return model, tokenizer
+
+
+def save_policy(model: Any, tokenizer: Any, path: Path | str) -> Path:
+    """Save in HF format (safetensors). A PEFT model is merged first so any loader reads it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    to_save = model
+    if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()
+    to_save.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,41 @@
+"""The Sampler protocol shared by the transformers and vLLM backends. Torch-free."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Protocol, Sequence
+
+from core.config import SamplingConfig
+from core.types import Completion
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from (run seed, step, problem, sample, ...): stable across processes."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+class Sampler(Protocol):
+    """Generates `n` completions per prompt. Same seed, same inputs -> same outputs."""
+
+    tokenizer: Any
+
+    def generate(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        params: SamplingConfig,
+        seed: int,
+        n: int = 1,
+        progress: bool = False,
+    ) -> list[list[Completion]]:
+        """Completions grouped per prompt: result[i][j] is sample j of prompt i."""
+        ...
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the sampler use `model`'s current weights (a no-op when it shares them)."""
+        ...
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Prompt strings -> token ids, without adding special tokens (templates already did)."""
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]

@@ -1,0 +1,148 @@
+"""The transformers backend: a batched KV-cache decode loop with per-call seeds.
+
+Why not `model.generate`: this loop (a) draws from a private `torch.Generator`, so a call's
+output depends only on its seed and inputs, never on global RNG state; (b) drops finished rows
+from the batch as soon as they end (their KV cache too), which matters for RL, where a group's responses differ a
+lot in length; (c) reports finish reasons and exact token ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from core.config import SamplingConfig
+from core.types import Completion
+
+
+def sample_next(
+    logits: torch.Tensor, params: SamplingConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Next token per row. logits: [B, V] float -> [B] long. temperature 0 means greedy."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.min_p > 0:
+        keep = probs >= params.min_p * probs.max(dim=-1, keepdim=True).values
+        probs = probs * keep
+    if params.top_p < 1:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(dim=-1)
+        drop_sorted = cum - sorted_p > params.top_p * cum[:, -1:]
+        probs = probs.scatter(-1, idx, sorted_p.masked_fill(drop_sorted, 0.0))
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+class HFSampler:
+    """Sampler over a transformers causal LM (shares the trainer's weights: no sync needed)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    def sync_weights(self, model: Any) -> None:
+        self.model = model
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        params: SamplingConfig,
+        seed: int,
+        n: int = 1,
+        progress: bool = False,
+    ) -> list[list[Completion]]:
+        rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
+        out: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        chunks = range(0, len(rows), params.batch_size)
+        bar = tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False)
+        for start in bar:
+            chunk = rows[start : start + params.batch_size]
+            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, generator)
+            for (i, j), gen in zip(chunk, ids):
+                out[i][j] = self._completion(gen, params, i, j)
+        return [[c for c in group if c is not None] for group in out]
+
+    def _completion(self, gen: list[int], params: SamplingConfig, i: int, j: int) -> Completion:
+        finish = "length"
+        if self.eos_id in gen:
+            gen = gen[: gen.index(self.eos_id) + 1]
+            finish = "stop"
+        text = self.tokenizer.decode(gen, skip_special_tokens=True)
+        for stop in params.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[: cut + len(stop)], "stop"
+                gen = _trim_to_text(self.tokenizer, gen, text)
+        return Completion(text, tuple(gen), finish, prompt_index=i, sample_index=j)
+
+    @torch.no_grad()
+    def _decode(
+        self, prompts: list[Sequence[int]], params: SamplingConfig, generator: torch.Generator
+    ) -> list[list[int]]:
+        """Token ids generated for each prompt (up to and including EOS when it comes)."""
+        from transformers import DynamicCache
+
+        was_training = self.model.training
+        self.model.eval()
+        ids, mask = _left_pad(prompts, self.pad_id, self.device)
+        live = torch.arange(len(prompts), device=ids.device)  # original row of each batch row
+        generated: list[list[int]] = [[] for _ in prompts]
+        cache = DynamicCache()
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_ids, step_pos = ids, position
+        for t in range(params.max_new_tokens):
+            logits = self.model(
+                input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                past_key_values=cache, use_cache=True,
+            ).logits[:, -1, :]
+            nxt = sample_next(logits, params, generator)
+            done = nxt == self.eos_id
+            for r, tok in zip(live.tolist(), nxt.tolist()):
+                generated[r].append(tok)
+            step_pos = step_pos[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            step_ids = nxt.unsqueeze(-1)
+            if params.stop:
+                done = done | self._hit_stop(live, generated, params.stop)
+            if done.all():
+                break
+            if done.any():  # drop finished rows, KV cache included
+                keep = (~done).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                live, mask, step_ids, step_pos = live[keep], mask[keep], step_ids[keep], step_pos[keep]
+        self.model.train(was_training)
+        return generated
+
+    def _hit_stop(self, live: torch.Tensor, generated: list[list[int]], stops: tuple[str, ...]) -> torch.Tensor:
+        hits = []
+        for r in live.tolist():
+            tail = self.tokenizer.decode(generated[r][-16:], skip_special_tokens=True)
+            hits.append(any(s in tail for s in stops))
+        return torch.tensor(hits, device=live.device)
+
+
+def _trim_to_text(tokenizer: Any, gen: list[int], text: str) -> list[int]:
+    """The shortest prefix of `gen` whose decoding covers `text`."""
+    for k in range(1, len(gen) + 1):
+        if len(tokenizer.decode(gen[:k], skip_special_tokens=True)) >= len(text):
+            return gen[:k]
+    return gen

@@ -1,0 +1,1 @@
+"""Tasks: problem sources, prompt rendering and answer checking."""

@@ -1,0 +1,49 @@
+"""The task interface: problems, prompt rendering, answer checking, trace structure.
+
+A task never imports torch. Tokenizers are passed in as duck-typed objects that have
+`apply_chat_template` (hub models) when a chat template is wanted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from core.types import Problem, Trace, Verdict
+
+SPLITS = ("train", "heldout")
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the rest of the lab needs from a task."""
+
+    name: str
+
+    def problems(self, split: str, limit: int | None = None) -> list[Problem]:
+        """Problems of `split` ("train" or "heldout"), in a fixed order; at most `limit`."""
+        ...
+
+    def render_prompt(self, problem: Problem, tokenizer: Any | None = None) -> str:
+        """The full prompt string the model continues (template applied)."""
+        ...
+
+    def check(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
+        """Score responses against gold answers, one Verdict per (problem, response) pair."""
+        ...
+
+    def answer_cue(self) -> str:
+        """Text appended to a truncated response to force the final answer."""
+        ...
+
+    def parse_trace(self, response: str) -> Trace:
+        """Split a response into attempts / reflections / answer / verification."""
+        ...
+
+
+class TaskError(ValueError):
+    """Bad task input (missing file, malformed line, empty data set, unknown split)."""
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise TaskError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")

@@ -1,0 +1,321 @@
+"""Math benchmarks (MATH500, AIME24, AMC23, GSM8K) as a Task, from the hub or a local JSONL.
+
+These are evaluation sets: `problems("heldout")` returns them and `problems("train")` refuses,
+so a benchmark cannot leak into training by accident.
+
+One record normaliser serves both sources, so a hub row and the same row read from a local
+JSONL file give the same Problem: question from "problem" or "question"; answer from
+"answer" (GSM8K: the text after "####", commas removed; a float such as AMC's 27.0 becomes
+"27"); id from "id" / "idx" / "unique_id", else the row's index (0-based line index for files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.answers import VerifierPool, extract_boxed, verify_answers
+from core.tasks.base import TaskError, check_split
+from core.types import Problem, Trace, TraceStep, Verdict
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Where a benchmark keeps its question and answer (the normaliser also falls back to the
+    other common names, so local dumps with both "problem" and "question" work)."""
+
+    question: str
+    answer: str = "answer"
+
+
+# short name -> (hub id, config or None, split, field mapping). The splits are the ones the
+# datasets are published with: AIME 2024 exists only as "train" on the hub, and math-ai/amc23
+# ships a single 40-row "test" split (the split other public eval harnesses load as well).
+BENCHMARKS: dict[str, tuple[str, str | None, str, Fields]] = {
+    "math500": ("HuggingFaceH4/MATH-500", None, "test", Fields("problem")),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train", Fields("problem")),
+    "amc23": ("math-ai/amc23", None, "test", Fields("question")),
+    "gsm8k": ("openai/gsm8k", "main", "test", Fields("question")),
+}
+
+PROMPT_TEMPLATE = (
+    "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+)
+ANSWER_CUE = "\n\nFinal answer: \\boxed{"
+
+_HUB_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
+_ID_FIELDS = ("id", "idx", "unique_id")
+_META_FIELDS = ("subject", "level", "solution", "url", "year")
+_NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+_REFLECTION_RE = re.compile(
+    r"\b(wait|alternatively|let me verify|let me check|hmm+|but|mistake)\b", re.IGNORECASE
+)
+_VERIFY_RE = re.compile(r"\b(verif\w*|check\w*|confirm\w*|substitut\w*|plug\w*)", re.IGNORECASE)
+_HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def normalise_answer(value: Any) -> str:
+    """Gold answer as a string math-verify can read.
+
+    GSM8K golds are worked solutions ending in "#### 1,234": keep "1234". AMC golds are floats
+    (27.0): an integral float prints as "27". Everything else is stripped text.
+    """
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not an answer")
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    if "####" in text:
+        text = text.rsplit("####", 1)[1].replace(",", "")
+    return text.strip()
+
+
+def record_to_problem(
+    record: dict[str, Any], index: int, where: str, fields: Fields | None = None
+) -> Problem:
+    """Map one raw record (a hub row or a JSONL line) to a Problem; `where` names it in errors."""
+    preferred = [fields.question] if fields else []
+    question_keys = tuple(dict.fromkeys([*preferred, "problem", "question"]))
+    question = next((record[k] for k in question_keys if record.get(k) not in (None, "")), None)
+    if question is None:
+        raise TaskError(f"{where}: missing field {' or '.join(map(repr, question_keys))}")
+    answer_key = fields.answer if fields else "answer"
+    raw_answer = record.get(answer_key)
+    answer = normalise_answer(raw_answer) if raw_answer is not None else ""
+    if not answer:
+        raise TaskError(f"{where}: missing field {answer_key!r}")
+    pid = next((record[k] for k in _ID_FIELDS if record.get(k) is not None), index)
+    meta = {k: record[k] for k in _META_FIELDS if record.get(k) is not None}
+    if isinstance(raw_answer, str) and "####" in raw_answer:
+        meta["solution"] = raw_answer  # GSM8K keeps its worked solution in "answer"
+    return Problem(id=str(pid), question=str(question), answer=answer, meta=meta)
+
+
+def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
+    """Problems from a local JSONL file; errors name the file and the 1-based line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"benchmark file not found: {path}")
+    problems: list[Problem] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if limit is not None and len(problems) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}:{lineno}: malformed JSON: {e}") from None
+            if not isinstance(record, dict):
+                raise TaskError(f"{path}:{lineno}: expected a JSON object")
+            problems.append(record_to_problem(record, lineno - 1, f"{path}:{lineno}"))
+    if not problems:
+        raise TaskError(f"{path} has no problems")
+    return problems
+
+
+def _hub_reachable(timeout_s: float = _HUB_PROBE_TIMEOUT_S) -> bool:
+    """Cheap TCP probe of the hub endpoint. huggingface_hub retries a failed request five
+    times with back-off (about 25 s offline); this lets an offline run fail in seconds."""
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
+        return True  # offline mode reads the local cache; let datasets decide
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a proxy may be the only way out; a direct probe would mislead
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "could not talk to the hub" across the HTTP stacks that
+    huggingface_hub has used (requests, httpx); builtin ConnectionError/TimeoutError are
+    OSError subclasses."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        errors.append(requests.RequestException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def load_hub(
+    hub_id: str, config: str | None, split: str, fields: Fields | None, limit: int | None
+) -> list[Problem]:
+    """Problems from the Hugging Face hub via `datasets.load_dataset`. Any failure becomes a
+    one-line TaskError (no traceback) that points at the local-JSONL alternative."""
+    hint = "pass a local JSONL path instead (e.g. MathTask('data/math500.jsonl'))"
+    unreachable = f"could not reach the Hugging Face hub to load {hub_id!r}; {hint}"
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")  # read when huggingface_hub is imported
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    if not _hub_reachable():
+        raise TaskError(unreachable)
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    try:
+        rows: Iterable[dict[str, Any]] = datasets.load_dataset(hub_id, config, split=split)
+    except DatasetNotFoundError:
+        raise TaskError(f"dataset {hub_id!r} not found on the Hugging Face hub; {hint}") from None
+    except _network_errors() as e:
+        raise TaskError(f"{unreachable} ({type(e).__name__})") from None
+    except ValueError as e:  # e.g. an unknown split or config
+        first_line = (str(e).splitlines() or [""])[0]
+        raise TaskError(f"could not load {hub_id!r} split {split!r}: {first_line}") from None
+    problems = []
+    for i, row in enumerate(rows):
+        if limit is not None and i >= limit:
+            break
+        problems.append(record_to_problem(dict(row), i, f"{hub_id} ({split}) row {i}", fields))
+    if not problems:
+        raise TaskError(f"{hub_id} ({split}) has no problems")
+    return problems
+
+
+def _resolve(source: str) -> tuple[str, str]:
+    """Classify `source` as ("benchmark", short name), ("hub", id) or ("file", path)."""
+    if source in BENCHMARKS:
+        return "benchmark", source
+    if os.path.exists(source) or source.endswith(".jsonl"):
+        return "file", source
+    if _HUB_ID_RE.match(source) and not source.startswith("."):
+        return "hub", source
+    raise TaskError(
+        f"unknown math source {source!r}: use one of {', '.join(BENCHMARKS)}, a hub id "
+        "('owner/name') or a path to a .jsonl file"
+    )
+
+
+def _last_number(text: str) -> str | None:
+    """The last number in `text` with thousands separators removed (1,000 -> 1000)."""
+    matches = _NUMBER_RE.findall(text)
+    return matches[-1].replace(",", "") if matches else None
+
+
+class MathTask:
+    """A math benchmark as a Task. Answers are checked by math-verify in worker processes.
+
+    `source` is a BENCHMARKS short name, a hub id (a known one gets its config and split; an
+    unknown one is loaded with no config and split "test"), or a local .jsonl path. Data is
+    loaded at construction, so a bad source fails before any sampling starts.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        name: str | None = None,
+        heldout_only: bool = True,
+        verifier: VerifierPool | None = None,
+        limit: int | None = None,
+    ):
+        kind, ref = _resolve(source)
+        if kind == "file":
+            self._problems = load_jsonl(ref, limit)
+            default_name = Path(ref).stem
+        else:
+            short = ref if kind == "benchmark" else _short_name(ref)
+            hub_id, config, split, fields = BENCHMARKS.get(short, (ref, None, "test", None))
+            self._problems = load_hub(hub_id, config, split, fields, limit)
+            default_name = short or ref.rsplit("/", 1)[-1].lower()
+        self.name = name or default_name
+        self.source = source
+        self.heldout_only = heldout_only
+        self._verifier = verifier
+
+    def problems(self, split: str, limit: int | None = None) -> list[Problem]:
+        """The benchmark for "heldout". "train" is refused unless `heldout_only=False`, since
+        training on an evaluation set silently invalidates every number measured on it."""
+        check_split(split)
+        if split == "train" and self.heldout_only:
+            raise TaskError(
+                f"{self.name} is an evaluation set: never train on it "
+                "(pass heldout_only=False only if you really mean to)"
+            )
+        return list(self._problems[:limit] if limit is not None else self._problems)
+
+    def render_prompt(self, problem: Problem, tokenizer: Any | None = None) -> str:
+        """The prompt the model continues: the chat template if the tokenizer has one (so
+        instruct models see their own format), else the plain template and a newline."""
+        content = PROMPT_TEMPLATE.format(question=problem.question)
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+        return content + "\n"
+
+    def extract_prediction(self, response: str) -> str | None:
+        """The model's answer: the forced-answer box if its closing brace was eaten (a stop
+        string of "}" drops it), else the last `\\boxed{}`, else the last number."""
+        _, cue, tail = response.rpartition(ANSWER_CUE)
+        if cue and "}" not in tail and tail.strip():
+            return tail.strip()
+        boxed = extract_boxed(response)
+        if boxed is not None:
+            return boxed
+        return _last_number(response)
+
+    def check(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
+        """Verdicts for (problem, response) pairs, scored by math-verify with a hard timeout."""
+        if len(problems) != len(responses):
+            raise ValueError(f"{len(problems)} problems but {len(responses)} responses")
+        golds = [p.answer for p in problems]
+        preds = [self.extract_prediction(r) for r in responses]
+        if self._verifier is not None:
+            return self._verifier.verify(golds, preds)
+        return verify_answers(golds, preds)
+
+    def answer_cue(self) -> str:
+        """Appended to a truncated response to force an answer. The continuation should be
+        the answer and a closing "}" ("...\\boxed{" + "42}"); if the caller stops generation
+        at "}" and the brace is dropped, `check` still reads "42" after the cue."""
+        return ANSWER_CUE
+
+    def parse_trace(self, response: str) -> Trace:
+        """Heuristic line classification: answer (has \\boxed) > verify (check words after the
+        answer) > reflection (wait / but / hmm ...) > text. `ok` stays None: free text
+        cannot be judged line by line."""
+        steps: list[TraceStep] = []
+        answered = False
+        for line in (ln.strip() for ln in response.splitlines()):
+            if not line:
+                continue
+            if "\\boxed" in line or "\\fbox" in line:
+                kind, answered = "answer", True
+            elif answered and _VERIFY_RE.search(line):
+                kind = "verify"
+            elif _REFLECTION_RE.search(line):
+                kind = "reflection"
+            else:
+                kind = "text"
+            steps.append(TraceStep(kind=kind, text=line))  # type: ignore[arg-type]
+        return Trace(steps=tuple(steps))
+
+
+def _short_name(hub_id: str) -> str:
+    """The BENCHMARKS key for a known hub id ("" if unknown), so "openai/gsm8k" gets its config."""
+    return next((k for k, v in BENCHMARKS.items() if v[0].lower() == hub_id.lower()), "")

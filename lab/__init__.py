@@ -1,0 +1,1 @@
+"""T1 Lab command line: `python -m lab <command>`."""

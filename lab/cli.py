@@ -1,0 +1,129 @@
+"""Argument parsing and printing only; every algorithm lives in core.
+
+    python -m lab <command> [--preset NAME|FILE] [--runs-dir DIR] [--run-id ID] [-q] [key=value ...]
+
+Human progress goes to stdout (bars to stderr); the LAST stdout line is always one JSON
+object with `run_dir` and the headline figures, for scripts to read. Bad input exits with
+status 2 and a one-line `error:` message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from core.config import (
+    ConfigError, EvalJob, SFTJob, SynthJob, build, describe, load_preset, non_defaults, to_dict,
+)
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "eval": EvalJob}
+HELP = {
+    "synth": "write trial-and-error + self-verification traces for the embedded task",
+    "sft": "synthesize (or load) traces, fine-tune the model, evaluate on held-out problems",
+    "eval": "accuracy of a model (eval: model.name=PATH) on a task split",
+}
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _preset(name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    path = Path(name)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"preset not found: {name} (known presets: {known})")
+    return load_preset(path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lab", description="T1 Lab command line")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in HELP.items():
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument("overrides", nargs="*", help="config overrides, key=value (see `config`)")
+        c.add_argument("--preset", help=f"a preset in {PRESETS_DIR} or a YAML file")
+        c.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+        c.add_argument("--run-id", help="name of the run folder (default: stage-time-random)")
+        c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c = sub.add_parser("config", help="list a command's config keys, defaults and help")
+    c.add_argument("job", choices=sorted(JOBS))
+    return p
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _run_job(args: argparse.Namespace) -> dict[str, Any]:
+    from core import jobs
+    from core.store import new_run
+
+    cls = JOBS[args.command]
+    cfg = build(cls, _preset(args.preset), _parse_overrides(args.overrides))
+    changed = non_defaults(cfg)
+    _say(f"{args.command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+    run = new_run(args.runs_dir, args.command, to_dict(cfg), run_id=args.run_id)
+    _say(f"run folder {run.path}")
+    progress = not args.quiet
+    stories: dict[str, Callable[[], dict]] = {
+        "synth": lambda: jobs.run_synth(cfg, run, _say, progress),
+        "sft": lambda: jobs.run_sft(cfg, run, _say, args.runs_dir, progress),
+        "eval": lambda: jobs.run_eval(cfg, run, _say, progress, args.runs_dir),
+    }
+    out = stories[args.command]()
+    run.write_summary(out)
+    return {"run_dir": str(run.path), **out}
+
+
+def _print_config(job: str) -> None:
+    for key, default, text in describe(JOBS[job]):
+        print(f"{key:32s} {json.dumps(default):>14s}  {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        _print_config(args.job)
+        return 0
+    try:
+        result = _run_job(args)
+    except KeyboardInterrupt:
+        print("error: interrupted; the run folder keeps what was written so far", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - known user errors get one line, others re-raise
+        if not _is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, default=str), flush=True)
+    return 0
+
+
+def _is_user_error(e: Exception) -> bool:
+    from core.store import StoreError
+    from core.tasks.base import TaskError
+
+    known: tuple[type, ...] = (ConfigError, TaskError, StoreError)
+    try:
+        from core.models import ModelLoadError
+
+        known += (ModelLoadError,)
+    except ImportError:
+        pass
+    return isinstance(e, known)

@@ -1,0 +1,87 @@
+"""The command line: last stdout line is JSON; bad input is one clear line, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+QUICK = [
+    "synth.num_problems=200", "sft.max_steps=6", "sft.warmup_steps=1", "sft.batch_size=16",
+    "sft.micro_batch_size=8", "eval.num_problems=20", "model.hidden_size=32", "model.num_layers=2",
+    "model.num_heads=2", "model.intermediate_size=64", "eval.sampling.max_new_tokens=24",
+]
+
+
+def lab(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sft_end_to_end_small(tmp_path) -> None:
+    out = last_json(lab("sft", "-q", "--runs-dir", str(tmp_path), *QUICK))
+    for key in ("run_dir", "eval/acc", "eval/corrected_frac", "time_s", "checkpoint"):
+        assert key in out
+    run = tmp_path / out["run_dir"].split("/")[-1]
+    assert (run / "summary.json").exists() and (run / "checkpoints/final/COMPLETE").exists()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["sft"]["max_steps"] == 6
+    rows = [json.loads(x) for x in (run / "eval/heldout.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and {"response", "correct", "finish_reason"} <= set(rows[0])
+    # the saved model evaluates through `lab eval`, by run folder
+    ev = last_json(lab("eval", "-q", "--runs-dir", str(tmp_path), f"model.name={run}",
+                       "eval.num_problems=10", "eval.sampling.max_new_tokens=16"))
+    assert ev["eval/n"] == 10 and ev["model"].endswith("checkpoints/final")
+
+
+def test_synth_then_sft_on_its_traces_plain_and_t1(tmp_path) -> None:
+    for style in ("t1", "plain"):
+        syn = last_json(lab("synth", "-q", "--runs-dir", str(tmp_path), "synth.num_problems=50",
+                            f"synth.style={style}"))
+        assert syn["synth/num_traces"] == 50
+        out = last_json(lab("sft", "-q", "--runs-dir", str(tmp_path), f"sft.data={syn['run_dir']}", *QUICK))
+        assert "eval/acc" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sft.lrr=1"], "unknown config key 'sft.lrr'; did you mean 'sft.lr'?"),
+        (["sft.data=/nonexistent/traces.jsonl"], "SFT data file not found"),
+        (["model.name=/nonexistent/model"], "model folder not found"),
+        (["--preset", "nope"], "preset not found: nope"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, args, message) -> None:
+    proc = lab("sft", "-q", "--runs-dir", str(tmp_path), *QUICK, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_malformed_traces_name_file_and_line(tmp_path) -> None:
+    bad = tmp_path / "traces.jsonl"
+    good = json.dumps({"question": "numbers 1 2 3 target 3", "response": "answer 1 + 2"})
+    bad.write_text(good + "\n{not json\n" + good + "\n")
+    proc = lab("sft", "-q", "--runs-dir", str(tmp_path / "runs"), f"sft.data={bad}", *QUICK)
+    assert proc.returncode == 2 and f"{bad}:2" in proc.stderr
+    assert bad.read_text().count("\n") == 3  # the user's file is untouched
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    proc = lab("sft", "-q", "--runs-dir", str(tmp_path / "runs"), f"sft.data={empty}", *QUICK)
+    assert proc.returncode == 2 and "is empty" in proc.stderr
+
+
+def test_config_listing() -> None:
+    proc = lab("config", "sft")
+    assert proc.returncode == 0 and "sft.lr" in proc.stdout and "synth.guided_prob" in proc.stdout

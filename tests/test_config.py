@@ -1,0 +1,71 @@
+"""Config: precedence, validation, typo hints, round trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import (
+    ConfigError, EvalJob, SFTJob, apply_overrides, build, describe, from_dict, load_preset,
+    non_defaults, resolve_key, to_dict,
+)
+
+
+def test_precedence_defaults_preset_cli() -> None:
+    cfg = build(SFTJob, {"sft.lr": 1e-3, "sft.max_steps": 200}, {"sft.lr": "2e-3"})
+    assert cfg.sft.lr == 2e-3  # command line beats preset
+    assert cfg.sft.max_steps == 200  # preset beats default
+    assert cfg.sft.batch_size == SFTJob().sft.batch_size
+
+
+def test_unknown_key_names_closest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'sft\.lrr'.*'sft\.lr'"):
+        build(SFTJob, cli={"sft.lrr": "1"})
+    with pytest.raises(ConfigError, match="did you mean 'sft.max_steps'"):
+        resolve_key(SFTJob, "max_step")
+
+
+def test_bare_key_and_ambiguity() -> None:
+    assert resolve_key(SFTJob, "lr") == "sft.lr"
+    with pytest.raises(ConfigError, match="ambiguous"):
+        resolve_key(SFTJob, "seed")
+
+
+def test_type_errors_and_validation() -> None:
+    with pytest.raises(ConfigError, match="wants float"):
+        build(SFTJob, cli={"sft.lr": "fast"})
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        build(SFTJob, cli={"sft.micro_batch_size": "7"})
+    with pytest.raises(ConfigError, match="synth.style"):
+        build(SFTJob, cli={"synth.style": "fancy"})
+    with pytest.raises(ConfigError, match="wants bool"):
+        build(SFTJob, cli={"sft.lora": "maybe"})
+
+
+def test_coercion() -> None:
+    cfg = apply_overrides(EvalJob(), {"eval.sampling.stop": "a,b"})
+    assert cfg.eval.sampling.stop == ("a", "b")
+    cfg = build(SFTJob, cli={"sft.lora": "true", "sft.max_steps": "1e3"})
+    assert cfg.sft.lora is True and cfg.sft.max_steps == 1000
+
+
+def test_round_trip_and_non_defaults() -> None:
+    cfg = build(SFTJob, cli={"task.num_count": "9"})
+    assert from_dict(SFTJob, to_dict(cfg)) == cfg
+    assert non_defaults(cfg) == {"task.num_count": 9}
+
+
+def test_preset_file_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="preset not found"):
+        load_preset(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_preset(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("sft:\n  lr: 0.01\n")
+    assert load_preset(good) == {"sft.lr": 0.01}
+
+
+def test_every_field_has_help() -> None:
+    for key, _, text in describe(SFTJob):
+        assert text, f"{key} has no help text"

@@ -1,0 +1,101 @@
+"""Models load by one code path; the sampler is deterministic, batched and exact."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from core.config import SamplingConfig  # noqa: E402
+from core.models import ModelLoadError, build_tokenizer, load_policy, resolve_source  # noqa: E402
+from core.sampling.base import derive_seed, encode_prompts  # noqa: E402
+from core.sampling.hf import HFSampler, sample_next  # noqa: E402
+
+
+def test_tokenizer_round_trip_one_token_per_number() -> None:
+    tok = build_tokenizer()
+    text = "numbers 12 7 33 target 45\ntry 12 + 33 = 45 = 45 ok\nanswer 12 + 33"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert len(tok(" 123", add_special_tokens=False)["input_ids"]) == 1
+    assert tok.unk_token_id not in ids
+
+
+def test_local_folder_loads_like_a_hub_model(tiny_model_dir) -> None:
+    model, tok = load_policy(str(tiny_model_dir))
+    assert model.config.model_type == "qwen2"
+    text = "numbers 3 24 target 27"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_missing_model_folder_and_offline_hub(tmp_path, monkeypatch) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_policy(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_policy(str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="cannot reach the Hugging Face hub") as e:
+        load_policy("someone/not-cached-model")
+    assert "\n" not in str(e.value)
+    assert resolve_source("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_model_dir):
+    model, tok = load_policy(str(tiny_model_dir))
+    return HFSampler(model, tok)
+
+
+def _prompts(sampler, k=6):
+    return encode_prompts(sampler.tokenizer, [f"numbers {i} {i + 3} target {2 * i + 3}\n" for i in range(k)])
+
+
+def test_same_seed_same_output(sampler) -> None:
+    params = SamplingConfig(max_new_tokens=12, temperature=1.0)
+    a = sampler.generate(_prompts(sampler), params, seed=derive_seed(0, 1, "p"), n=3)
+    b = sampler.generate(_prompts(sampler), params, seed=derive_seed(0, 1, "p"), n=3)
+    c = sampler.generate(_prompts(sampler), params, seed=derive_seed(0, 2, "p"), n=3)
+    assert a == b and a != c
+    assert all(len(g) == 3 for g in a)
+
+
+def test_greedy_matches_transformers_generate(sampler) -> None:
+    prompts = _prompts(sampler, 4)
+    params = SamplingConfig(max_new_tokens=10, temperature=0.0, batch_size=3)
+    out = sampler.generate(prompts, params, seed=0)
+    for p, group in zip(prompts, out):
+        ref = sampler.model.generate(
+            torch.tensor([p]), max_new_tokens=10, do_sample=False,
+            pad_token_id=sampler.pad_id, eos_token_id=sampler.eos_id,
+        )[0, len(p):].tolist()
+        got = list(group[0].token_ids)
+        assert ref[: len(got)] == got
+
+
+def test_finish_reasons_and_lengths(sampler) -> None:
+    params = SamplingConfig(max_new_tokens=7, temperature=1.0)
+    for group in sampler.generate(_prompts(sampler), params, seed=3, n=4):
+        for c in group:
+            assert c.num_tokens <= 7
+            if c.finish_reason == "length":
+                assert c.num_tokens == 7 and sampler.eos_id not in c.token_ids
+            else:
+                assert c.token_ids[-1] == sampler.eos_id
+
+
+def test_eos_stops_a_row_early(sampler) -> None:
+    """A model that always says EOS finishes every row after one token."""
+    logits = torch.full((2, 10), -1e9)
+    logits[:, 1] = 0
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, SamplingConfig(), g).tolist() == [1, 1]
+
+
+def test_min_p_and_top_p_filter() -> None:
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    g = torch.Generator().manual_seed(0)
+    draws = {int(sample_next(logits, SamplingConfig(min_p=0.4), g)) for _ in range(200)}
+    assert draws == {0, 1}
+    draws = {int(sample_next(logits, SamplingConfig(top_p=0.5), g)) for _ in range(200)}
+    assert draws == {0}
