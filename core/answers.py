@@ -350,7 +350,7 @@ class VerifierPool:
                     f"math-verify worker died while starting (exit code {worker.process.exitcode})"
                     "; workers are spawned, so a script that verifies at import time must guard"
                     " its top-level code with `if __name__ == '__main__':`"
-                )
+                ) from None
             job = worker.job
             self._counts["crashes"] += 1
             if job is not None:  # e.g. a segfault or recursion blow-up inside sympy

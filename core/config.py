@@ -35,7 +35,7 @@ def _check(cond: bool, msg: str) -> None:
 class TaskConfig:
     name: str = _f("pairsum", "'pairsum' (embedded), math500|aime24|amc23|gsm8k, a hub id or a .jsonl path")
     num_count: int = _f(8, "pairsum: numbers in each list (C(n,2) candidate pairs)")
-    max_value: int = _f(50, "pairsum: numbers are drawn from 1..max_value")
+    max_value: int = _f(30, "pairsum: numbers are drawn from 1..max_value")
     heldout_frac: float = _f(0.1, "pairsum: share of the problem space kept for evaluation")
     sorted_numbers: bool = _f(True, "pairsum: show each list sorted (the teacher's two-pointer moves need it)")
     seed: int = _f(0, "seed of the problem generator")
@@ -59,6 +59,7 @@ class ModelConfig:
     device: str = _f("auto", "'auto' (cuda if present), 'cpu' or 'cuda'")
     dtype: str = _f("auto", "'auto' (bf16 on a GPU that supports it, else fp32), fp32, bf16")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    attn_implementation: str = _f("auto", "'auto' (eager on CPU, sdpa on GPU), eager, sdpa, flash_attention_2")
 
     def validate(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda"), "model.device must be auto, cpu or cuda")
@@ -89,7 +90,7 @@ class SamplingConfig:
 class SynthConfig:
     style: str = _f("t1", "'t1' (trial-and-error + self-verification) or 'plain' (straight CoT)")
     num_problems: int = _f(40_000, "training problems to synthesize traces for")
-    guided_prob: float = _f(0.8, "teacher: chance an attempt follows its reflection (two pointers) instead of a random jump")
+    guided_prob: float = _f(0.85, "teacher: chance an attempt follows its reflection (two pointers) instead of a random jump")
     slip_prob: float = _f(0.15, "teacher: chance of an arithmetic slip on a near miss (caught by the check)")
     seed: int = _f(0, "seed of the teacher")
 
@@ -105,10 +106,10 @@ class SFTConfig:
     data: str = _f("", "traces to train on: a synth run folder or traces .jsonl ('' = synthesize now)")
     lr: float = _f(3e-3, "peak learning rate (AdamW)")
     warmup_steps: int = _f(50, "linear warmup steps before cosine decay")
-    max_steps: int = _f(800, "optimizer steps (cosine decays to 0 at this step)")
-    batch_size: int = _f(64, "sequences per optimizer step")
-    micro_batch_size: int = _f(64, "sequences per forward pass (gradient accumulation = batch / micro)")
-    max_seq_len: int = _f(320, "drop traces longer than this many tokens (prompt + response)")
+    max_steps: int = _f(1700, "optimizer steps (cosine decays to 0 at this step)")
+    batch_size: int = _f(32, "sequences per optimizer step")
+    micro_batch_size: int = _f(32, "sequences per forward pass (gradient accumulation = batch / micro)")
+    max_seq_len: int = _f(224, "drop traces longer than this many tokens (prompt + response)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient norm clip")
     lora: bool = _f(False, "train LoRA adapters (PEFT) instead of all weights")

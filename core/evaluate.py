@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from core.config import EvalConfig
 from core.sampling.base import Sampler, derive_seed, encode_prompts

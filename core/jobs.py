@@ -7,8 +7,9 @@ log, and returns the headline figures. The command line only parses and prints.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.config import EvalConfig, EvalJob, ModelConfig, SFTJob, SynthJob, TaskConfig
 from core.store import Run, StoreError, is_run_dir, open_run, read_jsonl
@@ -59,7 +60,10 @@ def load_model(cfg: ModelConfig, seed: int) -> tuple[Any, Any]:
         spec = TinySpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
         model, tok = build_tiny_model(spec, seed=seed)
         return model.to(device=device, dtype=dtype), tok
-    return load_policy(cfg.name, dtype=dtype, device=device)
+    attn = cfg.attn_implementation
+    if attn == "auto":
+        attn = "eager" if device == "cpu" else "sdpa"
+    return load_policy(cfg.name, dtype=dtype, device=device, attn_implementation=attn)
 
 
 def run_synth(job: SynthJob, run: Run, say: Say, progress: bool = True) -> dict:

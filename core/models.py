@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from core.hub import hub_reachable, offline_mode
 from core.tasks.pairsum import WORDS
 
 EOS, PAD, UNK = "<eos>", "<pad>", "<unk>"
@@ -82,6 +81,8 @@ def build_tiny_model(spec: TinySpec | None = None, seed: int = 0) -> tuple[Any, 
         pad_token_id=tokenizer.pad_token_id,
         rope_theta=10000.0,
     )
+    # Eager attention: at this size it beats SDPA on CPU (0.25 vs 0.37 s per SFT step).
+    config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -105,18 +106,6 @@ def resolve_source(name_or_path: str) -> str:
     raise ModelLoadError(f"model folder not found: {name_or_path}")
 
 
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """A quick TCP check, so that a hub id fails in seconds instead of after minutes of retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host or "huggingface.co", 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
-
-
 def load_tokenizer(source: str, **kwargs: Any) -> Any:
     """AutoTokenizer, except for word-level tokenizers (the embedded model's).
 
@@ -131,14 +120,19 @@ def load_tokenizer(source: str, **kwargs: Any) -> Any:
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
-def _load(source: str, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
+def _load(source: str, dtype: torch.dtype, attn: str | None, **kwargs: Any) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(source, **kwargs)
+    if attn:
+        kwargs["attn_implementation"] = attn
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     return model, tokenizer
 
 
 def load_policy(
-    name_or_path: str, dtype: torch.dtype | None = None, device: str | None = None
+    name_or_path: str,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+    attn_implementation: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer (with its chat template) from a folder or hub id.
 
@@ -149,17 +143,17 @@ def load_policy(
     dtype = dtype or torch.float32
     try:
         if os.path.exists(source):
-            model, tokenizer = _load(source, dtype)
+            model, tokenizer = _load(source, dtype, attn_implementation)
         else:
             try:
-                model, tokenizer = _load(source, dtype, local_files_only=True)
+                model, tokenizer = _load(source, dtype, attn_implementation, local_files_only=True)
             except OSError:
-                if not hub_reachable():
+                if offline_mode() or not hub_reachable():
                     raise ModelLoadError(
                         f"cannot reach the Hugging Face hub to download {source!r} (no network); "
                         "pass a local model folder instead"
                     ) from None
-                model, tokenizer = _load(source, dtype)
+                model, tokenizer = _load(source, dtype, attn_implementation)
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"could not load model {source!r}: {first}") from None

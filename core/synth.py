@@ -81,10 +81,11 @@ def render_attempts(attempts: list[Attempt], target: int) -> str:
     lines: list[str] = []
     for t in attempts:
         if t.shown_sum == target:
+            # Self-verification re-adds in the other order: the same facts the attempts use.
             lines.append(f"try {t.a} + {t.b} = {target} = {target} ok")
-            rest = target - t.a
-            lines.append(f"check {target} - {t.a} = {rest} {'yes' if rest == t.b else 'no'}")
-            if rest != t.b:
+            real = t.a + t.b
+            lines.append(f"check {t.b} + {t.a} = {real} {'yes' if real == target else 'no'}")
+            if real != target:
                 lines.append("wait")
         else:
             rel, word = ("<", REFLECT_UP) if t.shown_sum < target else (">", REFLECT_DOWN)

@@ -13,11 +13,20 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.config import (
-    ConfigError, EvalJob, SFTJob, SynthJob, build, describe, load_preset, non_defaults, to_dict,
+    ConfigError,
+    EvalJob,
+    SFTJob,
+    SynthJob,
+    build,
+    describe,
+    load_preset,
+    non_defaults,
+    to_dict,
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"

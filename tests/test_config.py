@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from core.config import (
-    ConfigError, EvalJob, SFTJob, apply_overrides, build, describe, from_dict, load_preset,
-    non_defaults, resolve_key, to_dict,
+    ConfigError,
+    EvalJob,
+    SFTJob,
+    apply_overrides,
+    build,
+    describe,
+    from_dict,
+    load_preset,
+    non_defaults,
+    resolve_key,
+    to_dict,
 )
 
 

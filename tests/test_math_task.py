@@ -148,7 +148,7 @@ def test_hub_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("Couldn't reach 'HuggingFaceH4/MATH-500' on the Hub\n(details)")
 
-    monkeypatch.setattr(math_task, "_hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(math_task.hub, "hub_reachable", lambda *a, **k: True)
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(TaskError) as info:
         MathTask("math500")
@@ -163,7 +163,7 @@ def test_hub_probe_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     def must_not_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("load_dataset called although the hub is unreachable")
 
-    monkeypatch.setattr(math_task, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(math_task.hub, "hub_reachable", lambda *a, **k: False)
     monkeypatch.setattr(datasets, "load_dataset", must_not_run)
     start = time.monotonic()
     with pytest.raises(TaskError, match="could not reach the Hugging Face hub"):
@@ -180,7 +180,7 @@ def test_hub_path_maps_fields_like_local(monkeypatch: pytest.MonkeyPatch, short:
         calls.append((hub_id, config, split))
         return _rows(path)
 
-    monkeypatch.setattr(math_task, "_hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(math_task.hub, "hub_reachable", lambda *a, **k: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     hub_task = MathTask(short)
     hub_id, config, split, _ = BENCHMARKS[short]

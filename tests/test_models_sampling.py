@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from core.config import SamplingConfig  # noqa: E402
-from core.models import ModelLoadError, build_tokenizer, load_policy, resolve_source  # noqa: E402
-from core.sampling.base import derive_seed, encode_prompts  # noqa: E402
-from core.sampling.hf import HFSampler, sample_next  # noqa: E402
+from core.config import SamplingConfig
+from core.models import ModelLoadError, build_tokenizer, load_policy, resolve_source
+from core.sampling.base import derive_seed, encode_prompts
+from core.sampling.hf import HFSampler, sample_next
 
 
 def test_tokenizer_round_trip_one_token_per_number() -> None:

@@ -47,8 +47,8 @@ def test_verifier_exact(pairsum_task) -> None:
 
 def test_parse_trace_marks_slips_and_reflections(pairsum_task) -> None:
     text = (
-        "try 11 + 25 = 37 = 37 ok\ncheck 37 - 11 = 26 no\nwait\n"
-        "try 12 + 7 = 19 < 37 larger\ntry 12 + 25 = 37 = 37 ok\ncheck 37 - 12 = 25 yes\nanswer 12 + 25"
+        "try 11 + 25 = 37 = 37 ok\ncheck 25 + 11 = 36 no\nwait\n"
+        "try 12 + 7 = 19 < 37 larger\ntry 12 + 25 = 37 = 37 ok\ncheck 25 + 12 = 37 yes\nanswer 12 + 25"
     )
     trace = pairsum_task.parse_trace(text)
     kinds = [s.kind for s in trace.steps]

@@ -5,16 +5,22 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from core.config import SFTConfig  # noqa: E402
-from core.models import TinySpec, build_tiny_model  # noqa: E402
-from core.sft import (  # noqa: E402
-    accumulate_gradients, apply_lora, build_examples, collate, render_example, response_loss, train_sft, warmup_cosine,
+from core.config import SFTConfig
+from core.models import TinySpec, build_tiny_model
+from core.sft import (
+    accumulate_gradients,
+    apply_lora,
+    build_examples,
+    collate,
+    render_example,
+    response_loss,
+    train_sft,
+    warmup_cosine,
 )
-from core.synth import synthesize  # noqa: E402
-from core.tasks.base import TaskError  # noqa: E402
+from core.synth import synthesize
+from core.tasks.base import TaskError
 
 SMALL = TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
 

@@ -8,7 +8,8 @@ lot in length; (c) reports finish reasons and exact token ids.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -109,7 +110,7 @@ class HFSampler:
         cache = DynamicCache()
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         step_ids, step_pos = ids, position
-        for t in range(params.max_new_tokens):
+        for _ in range(params.max_new_tokens):
             logits = self.model(
                 input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                 past_key_values=cache, use_cache=True,

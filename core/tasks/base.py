@@ -6,7 +6,8 @@ A task never imports torch. Tokenizers are passed in as duck-typed objects that 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from core.types import Problem, Trace, Verdict
 

@@ -15,13 +15,12 @@ import json
 import math
 import os
 import re
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from core import hub
 from core.answers import VerifierPool, extract_boxed, verify_answers
 from core.tasks.base import TaskError, check_split
 from core.types import Problem, Trace, TraceStep, Verdict
@@ -59,7 +58,6 @@ _REFLECTION_RE = re.compile(
     r"\b(wait|alternatively|let me verify|let me check|hmm+|but|mistake)\b", re.IGNORECASE
 )
 _VERIFY_RE = re.compile(r"\b(verif\w*|check\w*|confirm\w*|substitut\w*|plug\w*)", re.IGNORECASE)
-_HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def normalise_answer(value: Any) -> str:
@@ -127,22 +125,6 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
     return problems
 
 
-def _hub_reachable(timeout_s: float = _HUB_PROBE_TIMEOUT_S) -> bool:
-    """Cheap TCP probe of the hub endpoint. huggingface_hub retries a failed request five
-    times with back-off (about 25 s offline); this lets an offline run fail in seconds."""
-    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
-        return True  # offline mode reads the local cache; let datasets decide
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # a proxy may be the only way out; a direct probe would mislead
-    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "huggingface.co", port), timeout_s).close()
-    except OSError:
-        return False
-    return True
-
-
 def _network_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "could not talk to the hub" across the HTTP stacks that
     huggingface_hub has used (requests, httpx); builtin ConnectionError/TimeoutError are
@@ -172,7 +154,7 @@ def load_hub(
     unreachable = f"could not reach the Hugging Face hub to load {hub_id!r}; {hint}"
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")  # read when huggingface_hub is imported
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    if not _hub_reachable():
+    if not hub.hub_reachable():
         raise TaskError(unreachable)
     import datasets
     from datasets.exceptions import DatasetNotFoundError

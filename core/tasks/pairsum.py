@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from core.tasks.base import TaskError, check_split
 from core.types import Problem, Trace, TraceStep, Verdict
@@ -33,7 +34,7 @@ WORDS = (
 )
 
 _ATTEMPT = re.compile(r"^try (\d+) \+ (\d+) = (\d+) ([<>=]) (\d+)\b")
-_CHECK = re.compile(r"^check (\d+) - (\d+) = (\d+) (yes|no)\b")
+_CHECK = re.compile(r"^check (\d+) \+ (\d+) = (\d+) (yes|no)\b")
 _ANSWER = re.compile(r"answer (\d+) \+ (\d+)")
 
 
@@ -42,7 +43,7 @@ class PairSumSpec:
     """Difficulty knobs. Defaults are the embedded preset."""
 
     num_count: int = 8  # numbers in the list (C(n, 2) candidate pairs)
-    max_value: int = 50  # numbers are drawn from 1..max_value, all distinct
+    max_value: int = 30  # numbers are drawn from 1..max_value, all distinct
     heldout_frac: float = 0.1  # share of the problem space reserved for evaluation
     sorted_numbers: bool = True  # sorted lists allow the two-pointer search
 
@@ -165,6 +166,9 @@ class PairSumTask:
 def _classify(line: str) -> list[TraceStep]:
     """One line -> its steps. An attempt's trailing "larger"/"smaller" is its reflection.
 
+    A verification is ok when its re-added sum is right and it says "yes"; whether that sum
+    meets the target is the attempt's business.
+
     An attempt is ok only if the arithmetic is true AND the sum meets the target, so a slip
     ("try 11 + 25 = 37 = 37 ok" with 11 + 25 = 36) counts as a failed attempt.
     """
@@ -179,8 +183,8 @@ def _classify(line: str) -> list[TraceStep]:
         return steps
     m = _CHECK.match(line)
     if m:
-        t, a, b, word = m.groups()
-        ok = word == "yes" and int(t) - int(a) == int(b)
+        b, a, total, word = m.groups()
+        ok = word == "yes" and int(a) + int(b) == int(total)
         steps = [TraceStep("verify", line[: m.end()], ok=ok)]
         rest = line[m.end() :].strip()
         return steps + ([TraceStep("reflection", rest)] if rest else [])

@@ -1,0 +1,1 @@
+"""RL with the T1 recipe: pure tensor math (algos), anchor, rewards, the loop."""
