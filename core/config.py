@@ -149,6 +149,63 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RLConfig:
+    init: str = _f("", "policy to start from: an SFT run (folder or id), a checkpoint or a hub id ('' = latest SFT run)")
+    steps: int = _f(100, "RL steps (one batch of prompts each)")
+    prompts_per_step: int = _f(16, "prompts per step (paper: 32)")
+    num_generations: int = _f(8, "K: samples per prompt, the oversampling factor (paper: 64)")
+    temperature: float = _f(1.2, "sampling temperature for rollouts (paper: 1.2)")
+    max_new_tokens: int = _f(128, "rollout length limit; hitting it is the over-long penalty")
+    lr: float = _f(2e-4, "peak learning rate (AdamW, warmup then cosine)")
+    warmup_steps: int = _f(5, "linear warmup steps")
+    grad_clip: float = _f(1.0, "gradient norm clip")
+    micro_batch_size: int = _f(64, "sequences per forward/backward pass")
+    bf16_autocast: bool = _f(True, "forward/backward under bf16 autocast (weights stay fp32)")
+    advantage: str = _f("rloo", "'rloo' (leave-one-out baseline, the paper) or 'grpo' (mean/std)")
+    entropy_coef: float = _f(0.001, "alpha: weight of the entropy bonus")
+    beta: float = _f(2e-4, "beta: weight of the centred KL-to-anchor penalty folded into the reward")
+    anchor: str = _f("ema", "reference policy: 'ema' (dynamic), 'reset' (copy every reset_every), 'frozen', 'none'")
+    anchor_rate: float = _f(0.99, "a: EMA rate, anchor <- a * anchor + (1 - a) * policy, per step")
+    reset_every: int = _f(20, "steps between hard anchor resets (anchor=reset)")
+    clip: bool = _f(False, "PPO ratio clip (T1 does not confirm one)")
+    clip_low: float = _f(0.2, "ratio clipped below at 1 - clip_low")
+    clip_high: float = _f(0.26, "ratio clipped above at 1 + clip_high")
+    ppo_epochs: int = _f(1, "passes over each batch (> 1 needs clip=true)")
+    drop_equal_groups: bool = _f(False, "skip groups whose rewards are all equal (dynamic filtering)")
+    penalize_overlong: bool = _f(True, "-1 for responses that hit max_new_tokens")
+    penalize_repetition: bool = _f(True, "-1 for repetitive responses")
+    penalize_garbled: bool = _f(True, "-1 for garbled responses")
+    repeat_chars: int = _f(30, "repetition rule: a substring this long ... (paper: 80)")
+    repeat_count: int = _f(3, "... appearing this many times (paper: 20); scaled to short traces")
+    eval_every: int = _f(25, "steps between held-out evaluations (0 = start and end only)")
+    eval_problems: int = _f(500, "held-out problems per evaluation")
+    save_every: int = _f(25, "steps between resumable checkpoints")
+    seed: int = _f(0, "seed of prompt order and sampling")
+
+    def validate(self) -> None:
+        _check(self.steps >= 1, "rl.steps must be >= 1")
+        _check(self.advantage in ("rloo", "grpo"), "rl.advantage must be 'rloo' or 'grpo'")
+        _check(
+            self.num_generations >= 2,
+            f"rl.num_generations must be >= 2 for a group baseline (got {self.num_generations})",
+        )
+        _check(self.anchor in ("ema", "reset", "frozen", "none"), "rl.anchor must be ema, reset, frozen or none")
+        _check(
+            not (self.beta > 0 and self.anchor == "none"),
+            "rl.beta > 0 needs an anchor: set rl.anchor=ema|reset|frozen or rl.beta=0",
+        )
+        _check(0 <= self.anchor_rate <= 1, "rl.anchor_rate must be in [0, 1]")
+        batch = self.prompts_per_step * self.num_generations
+        _check(
+            batch % self.micro_batch_size == 0,
+            f"rl.micro_batch_size ({self.micro_batch_size}) must divide prompts_per_step * "
+            f"num_generations ({batch})",
+        )
+        _check(self.ppo_epochs == 1 or self.clip, "rl.ppo_epochs > 1 needs rl.clip=true")
+        _check(self.temperature > 0, "rl.temperature must be > 0")
+
+
+@dataclass(frozen=True)
 class SynthJob:
     """`python -m lab synth`."""
 
@@ -164,6 +221,16 @@ class SFTJob:
     model: ModelConfig = field(default_factory=ModelConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True)
+class RLJob:
+    """`python -m lab rl`: the T1 recipe from an SFT policy."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import EvalConfig, EvalJob, ModelConfig, SFTJob, SynthJob, TaskConfig
+from core.config import EvalConfig, EvalJob, ModelConfig, RLJob, SFTJob, SynthJob, TaskConfig
 from core.store import Run, StoreError, is_run_dir, open_run, read_jsonl
 from core.tasks.base import Task, TaskError
 
@@ -197,3 +197,67 @@ def run_eval(job: EvalJob, run: Run, say: Say, progress: bool = True, runs_dir: 
     say(f"loaded {model_cfg.name}")
     summary = run_eval_model(model, tok, task, job.eval, run, job.eval.split, say, progress)
     return {**summary, "model": model_cfg.name, "time_s": time.time() - t0}
+
+
+def latest_sft_checkpoint(runs_dir: str | Path) -> str:
+    """The final checkpoint of the newest complete SFT run."""
+    from core.store import list_runs
+
+    for run in list_runs(runs_dir):
+        final = run.checkpoint_dir("final")
+        if run.config().get("stage") == "sft" and run.status() == "complete" and (final / "config.json").exists():
+            return str(final)
+    raise TaskError(f"no complete SFT run in {runs_dir}: run `python -m lab sft` first or set rl.init")
+
+
+def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str | Path = "runs",
+           resume: bool = False) -> dict:
+    """The T1 recipe from an SFT policy; with `resume`, continue from the run's last checkpoint."""
+    from dataclasses import replace
+
+    import torch
+
+    from core.models import save_policy
+    from core.rl.loop import Trainer, heldout_eval, train
+    from core.sampling import make_sampler
+
+    t0 = time.time()
+    task = make_task(job.task)
+    ckpt = run.latest_checkpoint() if resume else None
+    init = str(ckpt) if ckpt else resolve_model_path(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
+    policy, tok = load_model(replace(job.model, name=init), seed=job.rl.seed)
+    sampler = make_sampler(job.eval.sampling.backend, policy, tok)
+    train_set = task_problems(task, "train", 50_000 if job.task.name == "pairsum" else 0)
+    heldout = task_problems(task, "heldout", job.rl.eval_problems)
+    trainer = Trainer(policy, tok, sampler, task, train_set, job.rl)
+    if ckpt is not None:
+        trainer.load_state(torch.load(ckpt / "trainer_state.pt", weights_only=False))
+        run.rewind(trainer.step_idx)
+        say(f"resumed from {ckpt} at step {trainer.step_idx}")
+    else:
+        say(f"RL from {init}: {job.rl.prompts_per_step} prompts x {job.rl.num_generations} samples at "
+            f"temperature {job.rl.temperature}, anchor {job.rl.anchor}, beta {job.rl.beta}")
+        start = {"step": 0, **heldout_eval(sampler, task, heldout, job.rl.max_new_tokens, 1234)}
+        run.log_metrics(start)
+        say(f"step 0: held-out accuracy {start['eval/acc']:.1%}")
+
+    def on_step(metrics: dict, rows: list[dict]) -> None:
+        run.log_metrics(metrics)
+        run.append_samples(metrics["step"], rows)
+
+    def on_eval(summary: dict) -> None:
+        run.log_metrics(summary)
+        say(f"step {summary['step']}: held-out accuracy {summary['eval/acc']:.1%}, "
+            f"mean length {summary['eval/len_mean']:.0f}, truncated {summary['eval/truncated_frac']:.1%}")
+
+    def on_save() -> None:
+        path = run.checkpoint_dir(trainer.step_idx)
+        save_policy(policy, tok, path)
+        torch.save(trainer.state(), path / "trainer_state.pt")
+        run.mark_checkpoint_complete(path)
+
+    final_eval = train(trainer, heldout, on_step, on_eval, on_save, progress)
+    first = next((m for m in run.metrics() if m.get("step") == 0 and "eval/acc" in m), {})
+    return {"eval/acc_start": first.get("eval/acc"), **final_eval,
+            "eval/acc_gain": final_eval.get("eval/acc", 0) - (first.get("eval/acc") or 0),
+            "checkpoint": str(run.latest_checkpoint()), "time_s": time.time() - t0}

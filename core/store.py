@@ -405,6 +405,18 @@ class Run:
         row.setdefault("wall_time", time.time())
         append_jsonl(self.metrics_path, [row])
 
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after `step` (resuming from that step's checkpoint).
+
+        Metrics lines with a larger "step" are dropped (atomic rewrite) and samples files of
+        later steps deleted, so a resumed run's history reads as one uninterrupted run.
+        """
+        rows = [r for r in self.metrics() if not isinstance(r.get("step"), int) or r["step"] <= step]
+        atomic_write_text(self.metrics_path, "".join(_dumps(r) + "\n" for r in rows))
+        for s in self.sample_steps():
+            if s > step:
+                self.samples_path(s).unlink(missing_ok=True)
+
     def append_samples(self, step: int, rows: list[dict]) -> None:
         """Append rollouts of RL step `step` to samples/step_<step>.jsonl."""
         append_jsonl(self.samples_path(step), rows)

@@ -20,6 +20,7 @@ from typing import Any
 from core.config import (
     ConfigError,
     EvalJob,
+    RLJob,
     SFTJob,
     SynthJob,
     build,
@@ -30,10 +31,11 @@ from core.config import (
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "eval": EvalJob}
+JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob}
 HELP = {
     "synth": "write trial-and-error + self-verification traces for the embedded task",
     "sft": "synthesize (or load) traces, fine-tune the model, evaluate on held-out problems",
+    "rl": "T1 RL from an SFT policy (oversampling, RLOO, entropy bonus, EMA anchor, penalties)",
     "eval": "accuracy of a model (eval: model.name=PATH) on a task split",
 }
 
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
         c.add_argument("--run-id", help="name of the run folder (default: stage-time-random)")
         c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        if name == "rl":
+            c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
     c = sub.add_parser("config", help="list a command's config keys, defaults and help")
     c.add_argument("job", choices=sorted(JOBS))
     return p
@@ -84,15 +88,25 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
     from core.store import new_run
 
     cls = JOBS[args.command]
-    cfg = build(cls, _preset(args.preset), _parse_overrides(args.overrides))
-    changed = non_defaults(cfg)
-    _say(f"{args.command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
-    run = new_run(args.runs_dir, args.command, to_dict(cfg), run_id=args.run_id)
+    if getattr(args, "resume", None):
+        from core.config import from_dict
+        from core.store import open_run
+
+        run = open_run(args.resume, args.runs_dir)
+        cfg = from_dict(cls, run.config().get("config", {}))
+        _say(f"resuming {run.path}")
+        run.write_config(args.command, to_dict(cfg))
+    else:
+        cfg = build(cls, _preset(args.preset), _parse_overrides(args.overrides))
+        changed = non_defaults(cfg)
+        _say(f"{args.command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+        run = new_run(args.runs_dir, args.command, to_dict(cfg), run_id=args.run_id)
     _say(f"run folder {run.path}")
     progress = not args.quiet
     stories: dict[str, Callable[[], dict]] = {
         "synth": lambda: jobs.run_synth(cfg, run, _say, progress),
         "sft": lambda: jobs.run_sft(cfg, run, _say, args.runs_dir, progress),
+        "rl": lambda: jobs.run_rl(cfg, run, _say, progress, args.runs_dir, bool(getattr(args, "resume", None))),
         "eval": lambda: jobs.run_eval(cfg, run, _say, progress, args.runs_dir),
     }
     out = stories[args.command]()
@@ -128,7 +142,7 @@ def _is_user_error(e: Exception) -> bool:
     from core.store import StoreError
     from core.tasks.base import TaskError
 
-    known: tuple[type, ...] = (ConfigError, TaskError, StoreError)
+    known: tuple[type, ...] = (ConfigError, TaskError, StoreError, FloatingPointError)
     try:
         from core.models import ModelLoadError
 

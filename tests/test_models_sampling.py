@@ -98,3 +98,13 @@ def test_min_p_and_top_p_filter() -> None:
     assert draws == {0, 1}
     draws = {int(sample_next(logits, SamplingConfig(top_p=0.5), g)) for _ in range(200)}
     assert draws == {0}
+
+
+def test_stop_string_cuts_text_and_ids(sampler) -> None:
+    tok = sampler.tokenizer
+    gen = tok("try 1 + 2 = 3 < 9 larger\ntry 2 + 4", add_special_tokens=False)["input_ids"]
+    c = sampler._completion(gen, SamplingConfig(stop=("larger",)), 0, 0)
+    assert c.text == "try 1 + 2 = 3 < 9 larger" and c.finish_reason == "stop"
+    assert tok.decode(list(c.token_ids)) == c.text
+    plain = sampler._completion(gen, SamplingConfig(), 0, 0)
+    assert plain.finish_reason == "length" and plain.num_tokens == len(gen)

@@ -1,0 +1,66 @@
+"""Rollouts as tensors: prompt + response ids, right-padded, with a response mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from core.rl.algos import entropy_from_logits, token_logprobs
+
+
+@dataclass
+class RolloutBatch:
+    """B sequences. ids: [B, L]; mask: [B, L-1], 1.0 where ids[:, 1:] is a response token.
+
+    Position t of `mask` / log-prob tensors scores token ids[:, t + 1] given ids[:, : t + 1].
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.ids.size(0)
+
+    def slice(self, start: int, stop: int) -> RolloutBatch:
+        ids, mask = self.ids[start:stop], self.mask[start:stop]
+        width = int(mask.sum(0).nonzero().max()) + 2 if mask.any() else 2
+        return RolloutBatch(ids[:, :width], mask[:, : width - 1])
+
+
+def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
+         device: str) -> RolloutBatch:
+    """Concatenate each prompt with its response; right padding (no attention mask needed)."""
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width - 1))
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, : len(p) + len(r)] = torch.tensor(list(p) + list(r), dtype=torch.long)
+        mask[i, len(p) - 1 : len(p) - 1 + len(r)] = 1.0
+    return RolloutBatch(ids.to(device), mask.to(device))
+
+
+def forward_stats(
+    model: Any, batch: RolloutBatch, with_entropy: bool, bf16: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log-probs [B, L-1] of the actual next tokens, entropies [B, L-1] or None).
+
+    With `bf16` the forward runs under bf16 autocast; log-softmax is taken in fp32.
+    """
+    with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=batch.ids).logits[:, :-1]
+    logp = token_logprobs(logits, batch.ids[:, 1:])
+    return logp, entropy_from_logits(logits) if with_entropy else None
+
+
+@torch.no_grad()
+def logprobs_no_grad(model: Any, batch: RolloutBatch, micro: int, bf16: bool = False) -> torch.Tensor:
+    """Log-probs [B, L-1] in micro-batches, without building a graph."""
+    out = torch.zeros_like(batch.mask)
+    for s in range(0, len(batch), micro):
+        part = batch.slice(s, s + micro)
+        logp, _ = forward_stats(model, part, with_entropy=False, bf16=bf16)
+        out[s : s + micro, : logp.size(1)] = logp
+    return out
