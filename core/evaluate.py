@@ -16,8 +16,6 @@ from core.sampling.base import Sampler, derive_seed, encode_prompts
 from core.tasks.base import Task
 from core.types import Completion, Problem, Verdict
 
-REFLECTION_WORDS = ("wait", "alternatively", "let me verify", "let me check", "larger", "smaller")
-
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval for k successes out of n."""

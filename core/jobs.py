@@ -176,11 +176,11 @@ def run_sft(job: SFTJob, run: Run, say: Say, runs_dir: str | Path = "runs", prog
 
 def resolve_model_path(name: str, runs_dir: str | Path = "runs") -> str:
     """A run folder or id stands for its final checkpoint; anything else is passed through."""
-    path = Path(name)
-    candidates = [path, Path(runs_dir) / name]
-    for c in candidates:
-        if is_run_dir(c) and (c / "checkpoints" / "final" / "config.json").exists():
-            return str(c / "checkpoints" / "final")
+    for candidate in (Path(name), Path(runs_dir) / name):
+        if is_run_dir(candidate):
+            final = open_run(candidate).checkpoint_dir("final")
+            if final.exists():
+                return str(final)
     return name
 
 
@@ -210,6 +210,17 @@ def latest_sft_checkpoint(runs_dir: str | Path) -> str:
     raise TaskError(f"no complete SFT run in {runs_dir}: run `python -m lab sft` first or set rl.init")
 
 
+def step_line(m: dict) -> str:
+    """The human log line of one RL step, from the same dict that goes to metrics.jsonl."""
+    seconds = sum(v for k, v in m.items() if k.startswith("time/"))
+    return (f"step {m['step']}: reward {m['reward/mean']:+.2f}, acc {m['rollout/acc']:.0%}, "
+            f"groups solved {m['rollout/group_pass_frac']:.0%}, len {m['rollout/len_mean']:.0f}/"
+            f"{m['rollout/len_max']}, truncated {m['rollout/truncated_frac']:.0%}, penalties "
+            f"{m['penalty/overlong']}/{m['penalty/repetitive']}/{m['penalty/garbled']}, "
+            f"entropy {m['loss/entropy']:.3f}, kl {m['kl/anchor']:.3f}, grad {m['optim/grad_norm']:.2f}, "
+            f"lr {m['optim/lr']:.1e}, {seconds:.1f}s ({m['perf/sampled_tokens_per_s']:.0f} tok/s)")
+
+
 def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str | Path = "runs",
            resume: bool = False) -> dict:
     """The T1 recipe from an SFT policy; with `resume`, continue from the run's last checkpoint."""
@@ -231,7 +242,7 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     heldout = task_problems(task, "heldout", job.rl.eval_problems)
     trainer = Trainer(policy, tok, sampler, task, train_set, job.rl)
     if ckpt is not None:
-        trainer.load_state(torch.load(ckpt / "trainer_state.pt", weights_only=False))
+        trainer.load_state(torch.load(run.trainer_state_path(ckpt), weights_only=False))
         run.rewind(trainer.step_idx)
         say(f"resumed from {ckpt} at step {trainer.step_idx}")
     else:
@@ -244,6 +255,7 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     def on_step(metrics: dict, rows: list[dict]) -> None:
         run.log_metrics(metrics)
         run.append_samples(metrics["step"], rows)
+        say(step_line(metrics))
 
     def on_eval(summary: dict) -> None:
         run.log_metrics(summary)
@@ -253,7 +265,7 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     def on_save() -> None:
         path = run.checkpoint_dir(trainer.step_idx)
         save_policy(policy, tok, path)
-        torch.save(trainer.state(), path / "trainer_state.pt")
+        torch.save(trainer.state(), run.trainer_state_path(path))
         run.mark_checkpoint_complete(path)
 
     final_eval = train(trainer, heldout, on_step, on_eval, on_save, progress)

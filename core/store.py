@@ -353,6 +353,10 @@ class Run:
             raise StoreError(f"invalid checkpoint {step!r}: expected a step or 'final'")
         return self.checkpoints_dir / f"step_{_check_step(step)}"
 
+    def trainer_state_path(self, checkpoint: Path) -> Path:
+        """The resume state (optimizer, scheduler, RNG, data position, anchor) of a checkpoint."""
+        return Path(checkpoint) / "trainer_state.pt"
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, dir) of every complete step_<N> checkpoint, sorted by step."""
         if not self.checkpoints_dir.is_dir():

@@ -67,14 +67,14 @@ def test_short_run_changes_weights_and_lowers_loss(pairsum_task) -> None:
     ex = _examples(pairsum_task, tok, 64)
     before = [p.detach().clone() for p in model.parameters()]
     batch = collate(ex[:32], tok.pad_token_id, "cpu")
-    loss0 = float(response_loss(model, batch)[0])
+    loss0 = float(response_loss(model, batch)[0].detach())
     records: list[dict] = []
     cfg = SFTConfig(max_steps=30, warmup_steps=2, batch_size=16, micro_batch_size=8, lr=1e-2, log_every=10)
     train_sft(model, tok, ex, cfg, log=records.append, progress=False)
     assert [r["step"] for r in records] == [10, 20, 30]
     assert all(math.isfinite(r["loss/sft"]) for r in records)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert float(response_loss(model, batch)[0]) < loss0
+    assert float(response_loss(model, batch)[0].detach()) < loss0
 
 
 def test_lora_trains_adapters_only(pairsum_task) -> None:

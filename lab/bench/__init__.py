@@ -1,0 +1,1 @@
+"""Benchmarks of the lab against reference implementations."""

@@ -1,0 +1,259 @@
+"""RL step throughput: this lab's `core.rl.loop.Trainer` against TRL's `GRPOTrainer`.
+
+    python -m lab.bench.rl_step [--steps 5] [--prompts 8] [--k 8] [--max-new-tokens 64]
+                                [--model PATH] [--fp32]
+
+Both trainers run in this one process, one after the other (ours first), on the same CPU
+threads, and each does one untimed warm-up step and then `--steps` timed steps. A step is one
+generation batch and one optimizer step: `prompts` prompts x K samples, rewarded, then one
+forward/backward pass over all prompts * K sequences. Samples per second is
+steps * prompts * K / wall seconds of the timed steps.
+
+Held equal:
+  * weights: the embedded tiny Qwen2 (`build_tiny_model()`, default TinySpec, seed 0) saved
+    in HF format to a temporary folder (or `--model PATH`); both load it with `load_policy`
+    (fp32 weights, eager attention), and TRL gets the same word-level tokenizer object;
+  * prompts: PairSumTask train problems rendered with `task.render_prompt`;
+  * group size K (TRL `num_generations`), prompts per step (TRL `per_device_train_batch_size`
+    = prompts * K with `gradient_accumulation_steps=1` and `steps_per_generation=1`, so one
+    generation batch of prompts * K completions feeds exactly one optimizer step; ours
+    `micro_batch_size` = prompts * K, one forward/backward pass);
+  * token limit (TRL `max_completion_length`), temperature 1.2, top-p 1, no top-k;
+  * reward: 1.0 if `task.check_one` says correct, else 0.0 (our -1 penalties are off; TRL's
+    reward function maps each completion back to its problem through a dataset column);
+  * reference model and KL: ours keeps its default EMA anchor (rate 0.99) with beta 2e-4, so
+    it runs a reference forward pass and an EMA update every step. TRL gets beta=2e-4 (which
+    loads a reference model and runs its forward pass) and `sync_ref_model=True`,
+    `ref_model_mixup_alpha=0.01`, `ref_model_sync_steps=1`, which is the same EMA update;
+  * entropy bonus 0.001 on both (full-vocabulary entropy with gradient);
+  * optimizer: AdamW lr 2e-4, betas (0.9, 0.99), no weight decay, grad-norm clip 1.0, 5
+    warm-up steps then cosine;
+  * precision of the training forward/backward: bf16 autocast on both (the default of each;
+    TRL needs `use_cpu=True` for it), or fp32 on both with `--fp32`;
+  * no gradient checkpointing (TRL turns it on by default; ours has none), no vLLM, no
+    logging, saving or reporting in TRL.
+
+Not equal (kept as each library does it): advantages (ours RLOO; TRL group mean with
+`scale_rewards="none"`, i.e. the same centring up to a factor K/(K-1)); ours recomputes the
+sampled tokens' log-probs in an extra no-grad forward, TRL skips it when generation and
+optimisation are aligned; TRL's `model.generate` keeps finished rows in the batch, ours drops
+them; TRL generates under its bf16 autocast wrapper, ours samples in fp32.
+
+The last stdout line is one JSON object with `ours_samples_per_s`, `trl_samples_per_s` and
+`ratio` (ours / TRL). Needs TRL: `pip install -e ".[bench]"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.tasks.pairsum import PairSumTask
+from core.types import Problem
+
+TEMPERATURE = 1.2
+BETA = 2e-4
+ANCHOR_RATE = 0.99  # ours: anchor <- 0.99 * anchor + 0.01 * policy
+ENTROPY_COEF = 0.001
+LR = 2e-4
+WARMUP_STEPS = 5
+NUM_PROBLEMS = 1024
+SEED = 0
+
+
+@dataclass
+class Result:
+    """Timings of one trainer."""
+
+    name: str
+    seconds: float
+    samples: int
+    mean_len: float | None
+    reward_mean: float | None
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds
+
+
+def make_model_dir(folder: Path) -> str:
+    """The embedded tiny model (default TinySpec, seed 0), saved in HF format to `folder`."""
+    from core.models import build_tiny_model, save_policy
+
+    model, tok = build_tiny_model(seed=SEED)
+    save_policy(model, tok, folder)
+    return str(folder)
+
+
+def load(model_dir: str) -> tuple[Any, Any]:
+    """Policy and tokenizer as the lab's RL job loads them on CPU (fp32, eager attention)."""
+    from core.models import load_policy
+
+    return load_policy(model_dir, dtype=torch.float32, device="cpu", attn_implementation="eager")
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def bench_ours(model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace) -> Result:
+    """One warm-up step, then `args.steps` timed `Trainer.step()` calls."""
+    from core.config import RLConfig
+    from core.rl.loop import Trainer
+    from core.sampling.hf import HFSampler
+
+    torch.manual_seed(SEED)
+    policy, tok = load(model_dir)
+    batch = args.prompts * args.k
+    cfg = RLConfig(
+        steps=args.steps + 1, prompts_per_step=args.prompts, num_generations=args.k,
+        temperature=TEMPERATURE, max_new_tokens=args.max_new_tokens, lr=LR, warmup_steps=WARMUP_STEPS,
+        micro_batch_size=batch, bf16_autocast=not args.fp32, entropy_coef=ENTROPY_COEF,
+        beta=BETA, anchor="ema", anchor_rate=ANCHOR_RATE, penalize_overlong=False,
+        penalize_repetition=False, penalize_garbled=False, seed=SEED,
+    )
+    cfg.validate()
+    trainer = Trainer(policy, tok, HFSampler(policy, tok), task, problems, cfg)
+    trainer.step()  # warm-up, not timed
+    lengths, rewards = [], []
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        metrics, _ = trainer.step()
+        lengths.append(metrics["rollout/len_mean"])
+        rewards.append(metrics["reward/mean"])
+    seconds = time.perf_counter() - t0
+    return Result("ours (core.rl.loop.Trainer)", seconds, args.steps * batch, _mean(lengths), _mean(rewards))
+
+
+def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace,
+              out_dir: str) -> Result:
+    """`GRPOTrainer.train()` for 1 + `args.steps` steps; the clock starts at the end of step 1."""
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(SEED)
+    policy, tok = load(model_dir)
+    batch = args.prompts * args.k
+    dataset = Dataset.from_dict({
+        "prompt": [task.render_prompt(p, tok) for p in problems],
+        "problem_index": list(range(len(problems))),
+    })
+
+    def correct(completions: list[str], problem_index: list[int], **_: Any) -> list[float]:
+        return [1.0 if task.check_one(problems[i], text).correct else 0.0
+                for text, i in zip(completions, problem_index, strict=True)]
+
+    config = GRPOConfig(
+        output_dir=out_dir, max_steps=args.steps + 1, seed=SEED, use_cpu=True, bf16=not args.fp32,
+        per_device_train_batch_size=batch, gradient_accumulation_steps=1, steps_per_generation=1,
+        num_generations=args.k, num_iterations=1, max_completion_length=args.max_new_tokens,
+        temperature=TEMPERATURE, top_p=1.0, top_k=0, use_vllm=False,
+        beta=BETA, sync_ref_model=True, ref_model_mixup_alpha=1 - ANCHOR_RATE, ref_model_sync_steps=1,
+        entropy_coef=ENTROPY_COEF, scale_rewards="none", loss_type="dapo",
+        learning_rate=LR, warmup_steps=WARMUP_STEPS, lr_scheduler_type="cosine", adam_beta1=0.9,
+        adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False,
+        logging_steps=10**9, save_strategy="no", report_to="none", disable_tqdm=True,
+        log_completions=False, dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(model=policy, reward_funcs=correct, args=config, train_dataset=dataset,
+                          processing_class=tok)
+    trainer.remove_callback(PrinterCallback)  # it would print the end-of-training log to stdout
+
+    class Clock(TrainerCallback):
+        """Wall time at the end of every optimizer step, and the step's rollout figures."""
+
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.lengths: list[float] = []
+            self.rewards: list[float] = []
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            self.ends.append(time.perf_counter())
+            metrics = getattr(trainer, "_metrics", {}).get("train", {})
+            if metrics.get("completions/mean_length"):
+                self.lengths.append(metrics["completions/mean_length"][-1])
+            if metrics.get("reward"):
+                self.rewards.append(metrics["reward"][-1])
+
+    clock = Clock()
+    trainer.add_callback(clock)  # last, so the ref-model sync of each step is inside its time
+    trainer.train()
+    if len(clock.ends) != args.steps + 1:
+        raise RuntimeError(f"TRL ran {len(clock.ends)} steps, expected {args.steps + 1}")
+    seconds = clock.ends[-1] - clock.ends[0]
+    return Result(f"TRL {_trl_version()} GRPOTrainer", seconds, args.steps * batch,
+                  _mean(clock.lengths[1:]), _mean(clock.rewards[1:]))
+
+
+def _trl_version() -> str:
+    import trl
+
+    return str(trl.__version__)
+
+
+def table(results: list[Result]) -> str:
+    def fmt(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    head = f"{'trainer':<32} {'seconds':>8} {'samples':>8} {'samples/s':>10} {'mean len':>9} {'reward':>7}"
+    rows = [f"{r.name:<32} {r.seconds:>8.2f} {r.samples:>8d} {r.samples_per_s:>10.2f} "
+            f"{fmt(r.mean_len, '9.1f')} {fmt(r.reward_mean, '7.3f')}" for r in results]
+    return "\n".join([head, *rows])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=5, help="timed RL steps per trainer (after 1 warm-up)")
+    p.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    p.add_argument("--k", type=int, default=8, help="samples per prompt (group size)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="completion token limit")
+    p.add_argument("--model", default=None,
+                   help="HF model folder (default: the embedded tiny model, saved to a temp folder)")
+    p.add_argument("--fp32", action="store_true",
+                   help="train in fp32 on both (default: bf16 autocast on both, each one's default)")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.prompts < 1 or args.k < 2 or args.max_new_tokens < 1:
+        p.error("need --steps >= 1, --prompts >= 1, --k >= 2, --max-new-tokens >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        version = _trl_version()
+    except ImportError:
+        sys.exit('TRL is not installed: pip install -e ".[bench]"')
+    task = PairSumTask()
+    problems = task.problems("train", NUM_PROBLEMS)
+    with tempfile.TemporaryDirectory(prefix="bench-rl-step-") as tmp:
+        model_dir = args.model or make_model_dir(Path(tmp) / "model")
+        print(f"model {model_dir if args.model else 'embedded tiny (temp copy)'}, cpu, "
+              f"{torch.get_num_threads()} threads, {args.prompts} prompts x {args.k} samples, "
+              f"{args.max_new_tokens} tokens, temperature {TEMPERATURE}, "
+              f"{'fp32' if args.fp32 else 'bf16 autocast'}, {args.steps} timed steps each", flush=True)
+        ours = bench_ours(model_dir, task, problems, args)
+        theirs = bench_trl(model_dir, task, problems, args, str(Path(tmp) / "trl"))
+    print(table([ours, theirs]))
+    out = {
+        "ours_samples_per_s": round(ours.samples_per_s, 3),
+        "trl_samples_per_s": round(theirs.samples_per_s, 3),
+        "ratio": round(ours.samples_per_s / theirs.samples_per_s, 3),
+        "steps": args.steps, "prompts": args.prompts, "k": args.k,
+        "max_new_tokens": args.max_new_tokens, "trl_version": version,
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
