@@ -58,8 +58,17 @@ class Trainer:
             self.opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
         self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every)
         self.step_idx = 0
+        self._order: tuple[int, list[int]] = (-1, [])
         self.device = str(next(policy.parameters()).device)
         self.params = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """The shuffled problem order of `epoch` (a pure function of seed and epoch; cached)."""
+        if self._order[0] != epoch:
+            order = list(range(len(self.train)))
+            random.Random(f"{self.cfg.seed}-epoch-{epoch}").shuffle(order)
+            self._order = (epoch, order)
+        return self._order[1]
 
     # ---------------------------------------------------------------- phases
     def sample(self) -> Rollouts:
@@ -67,9 +76,8 @@ class Trainer:
         g = self.cfg.prompts_per_step
         start = self.step_idx * g
         epoch, offset = divmod(start, len(self.train))
-        order = list(range(len(self.train)))
-        random.Random(f"{self.cfg.seed}-epoch-{epoch}").shuffle(order)
-        idx = (order + order)[offset : offset + g]
+        idx = [self._epoch_order(epoch + (offset + i) // len(self.train))[(offset + i) % len(self.train)]
+               for i in range(g)]
         problems = [self.train[i] for i in idx]
         prompt_ids = encode_prompts(self.tok, [self.task.render_prompt(p, self.tok) for p in problems])
         groups = self.sampler.generate(prompt_ids, self.params, seed=derive_seed(self.cfg.seed, "rl", self.step_idx),
