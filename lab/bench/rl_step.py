@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"model {model_dir if args.model else 'embedded tiny (temp copy)'}, cpu, "
               f"{torch.get_num_threads()} threads, {args.prompts} prompts x {args.k} samples, "
               f"{args.max_new_tokens} tokens, temperature {TEMPERATURE}, "
-              f"{'fp32' if args.fp32 else 'bf16 autocast'}, {args.steps} timed steps each", flush=True)
+              f"{'fp32' if args.fp32 else 'bf16 autocast'}, {args.steps} timed steps each, "
+              f"1-min load average {os.getloadavg()[0]:.2f} at start", flush=True)
         ours = bench_ours(model_dir, task, problems, args)
         theirs = bench_trl(model_dir, task, problems, args, str(Path(tmp) / "trl"))
     print(table([ours, theirs]))
