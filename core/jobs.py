@@ -1,4 +1,4 @@
-"""The stories behind `python -m lab <command>`: synth, sft, eval.
+"""The stories behind `python -m lab <command>`: synth, sft, rl, eval.
 
 Each job takes its resolved config, a Run (the store) and a `say` callback for the human
 log, and returns the headline figures. The command line only parses and prints.
