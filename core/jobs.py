@@ -97,18 +97,22 @@ def run_synth(job: SynthJob, run: Run, say: Say, progress: bool = True) -> dict:
     return out
 
 
-def load_traces(source: str, runs_dir: str | Path) -> tuple[list[dict], str]:
-    """Traces from a synth run (folder or id) or a .jsonl file; errors name file and line."""
+def traces_file(source: str, runs_dir: str | Path) -> Path:
+    """The traces file named by `source`: a .jsonl path, or a synth run (folder or id)."""
     path = Path(source)
     if path.suffix == ".jsonl":
         if not path.exists():
             raise TaskError(f"SFT data file not found: {path}")
-        file = path
-    else:
-        try:
-            file = open_run(source, runs_dir).traces_path
-        except StoreError:
-            raise TaskError(f"SFT data not found: {source} (a synth run folder or a .jsonl file)") from None
+        return path
+    try:
+        return open_run(source, runs_dir).traces_path
+    except StoreError:
+        raise TaskError(f"SFT data not found: {source} (a synth run folder or a .jsonl file)") from None
+
+
+def load_traces(source: str, runs_dir: str | Path) -> tuple[list[dict], str]:
+    """Traces from a synth run (folder or id) or a .jsonl file; errors name file and line."""
+    file = traces_file(source, runs_dir)
     try:
         traces = read_jsonl(file, strict=True)
     except StoreError as e:
@@ -188,8 +192,7 @@ def run_eval(job: EvalJob, run: Run, say: Say, progress: bool = True, runs_dir: 
     """`lab eval`: load model.name (folder, run, or hub id) and evaluate it."""
     from dataclasses import replace
 
-    if job.model.name == "embedded":
-        raise TaskError("lab eval needs a trained model: model.name=<run folder or checkpoint or hub id>")
+    _require_trained(job)
     t0 = time.time()
     task = make_task(job.task)
     model_cfg = replace(job.model, name=resolve_model_path(job.model.name, runs_dir))
@@ -273,3 +276,27 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     return {"eval/acc_start": first.get("eval/acc"), **final_eval,
             "eval/acc_gain": final_eval.get("eval/acc", 0) - (first.get("eval/acc") or 0),
             "checkpoint": str(run.latest_checkpoint()), "time_s": time.time() - t0}
+
+
+def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
+    """Check the inputs a job names (data files, models, the SFT run to start RL from) before
+    a run folder is made, so that bad input fails fast and leaves nothing behind."""
+    from core.models import resolve_source
+
+    if isinstance(job, SFTJob) and job.sft.data:
+        traces_file(job.sft.data, runs_dir)
+    model = getattr(job, "model", None)
+    if model is not None and model.name != "embedded":
+        resolve_source(resolve_model_path(model.name, runs_dir))
+    if isinstance(job, EvalJob):
+        _require_trained(job)
+    if isinstance(job, RLJob):
+        init = resolve_model_path(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
+        resolve_source(init)
+    if job.task.name != "pairsum":
+        make_task(job.task)
+
+
+def _require_trained(job: EvalJob) -> None:
+    if job.model.name == "embedded":
+        raise TaskError("lab eval needs a trained model: model.name=<run folder or checkpoint or hub id>")

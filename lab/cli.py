@@ -100,6 +100,7 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
         cfg = build(cls, _preset(args.preset), _parse_overrides(args.overrides))
         changed = non_defaults(cfg)
         _say(f"{args.command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+        jobs.preflight(cfg, args.runs_dir)
         run = new_run(args.runs_dir, args.command, to_dict(cfg), run_id=args.run_id)
     _say(f"run folder {run.path}")
     progress = not args.quiet

@@ -85,3 +85,19 @@ def test_malformed_traces_name_file_and_line(tmp_path) -> None:
 def test_config_listing() -> None:
     proc = lab("config", "sft")
     assert proc.returncode == 0 and "sft.lr" in proc.stdout and "synth.guided_prob" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("rl", ["rl.init=/nonexistent/model"], "model folder not found"),
+        ("rl", [], "no complete SFT run"),
+        ("eval", [], "needs a trained model"),
+        ("sft", ["sft.data=/nonexistent/traces.jsonl"], "SFT data file not found"),
+    ],
+)
+def test_bad_input_leaves_no_run_folder(tmp_path, command, args, message) -> None:
+    runs = tmp_path / "runs"
+    proc = lab(command, "-q", "--runs-dir", str(runs), *args)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not runs.exists() or not any(runs.iterdir())
