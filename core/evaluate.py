@@ -14,7 +14,7 @@ from typing import Any
 from core.config import EvalConfig
 from core.sampling.base import Sampler, derive_seed, encode_prompts
 from core.tasks.base import Task
-from core.types import Completion, Problem, Verdict
+from core.types import Completion, Problem, Trace, Verdict
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -46,9 +46,9 @@ def majority_answer(predictions: Sequence[str | None]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def corrected(task: Task, response: str, verdict: Verdict) -> bool:
+def corrected(trace: Trace, verdict: Verdict) -> bool:
     """A failed attempt followed by a correct final answer (trial-and-error that worked)."""
-    return verdict.correct and task.parse_trace(response).num_failed_attempts > 0
+    return verdict.correct and trace.num_failed_attempts > 0
 
 
 def sample_rows(
@@ -65,7 +65,7 @@ def sample_rows(
             "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
             "correct": v.correct, "predicted": v.predicted, "status": v.status,
             "num_attempts": trace.num_attempts, "num_failed_attempts": trace.num_failed_attempts,
-            "corrected": corrected(task, c.text, v),
+            "corrected": corrected(trace, v),
         })
     return rows
 
