@@ -1,12 +1,13 @@
-"""T1 Lab dashboard (read-only over run folders). Start: `streamlit run app/Home.py`.
+"""T1 Lab dashboard, Runs page. Start: `python -m lab app` or `streamlit run app/Home.py`.
 
-This first page lists runs; the Training, Rollouts, Traces and Inference-scaling pages read
-the same run folders through core.store (no torch import anywhere in app/).
+Every run in the runs folder with its stage, status (complete / running / crashed, from the
+files), start time and headline figures, and the config diff between two runs. The other
+pages (Training, Rollouts, Traces, Inference scaling) read the same folders; nothing in app/
+writes to a run or imports torch.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,21 +15,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-from core.store import list_runs  # noqa: E402
+from app.common import page_header, run_config  # noqa: E402
+from core.dashboard import config_diff, run_row  # noqa: E402
 
-st.set_page_config(page_title="T1 Lab", layout="wide")
-st.title("T1 Lab runs")
-runs_dir = st.sidebar.text_input("runs folder", os.environ.get("T1LAB_RUNS", "runs"))
-runs = list_runs(runs_dir)
+runs = page_header("Runs")
 if not runs:
-    st.info(f"No runs in {runs_dir!r} yet: `python -m lab sft` makes one.")
+    st.stop()
+
+rows = [run_row(r.id, run_config(r), r.summary(), r.status()) for r in runs]
+st.dataframe(rows, width="stretch", hide_index=True)
+st.caption("status: complete = summary.json written; running = its process is alive on this "
+           "machine; crashed = neither. Figures come from summary.json.")
+
+st.subheader("Config diff")
+ids = [r.id for r in runs]
+left, right = st.columns(2)
+a = left.selectbox("Run A", ids, index=0)
+b = right.selectbox("Run B", ids, index=min(1, len(ids) - 1))
+by_id = {r.id: r for r in runs}
+diff = config_diff(run_config(by_id[a]), run_config(by_id[b]))
+if a == b:
+    st.info("Pick two different runs.")
+elif not diff:
+    st.success("Same stage and config.")
 else:
-    rows = []
-    for run in runs:
-        cfg, summary = run.config(), run.summary() or {}
-        rows.append({
-            "run": run.id, "stage": cfg.get("stage"), "status": run.status(),
-            "started": cfg.get("created_at"), "eval/acc": summary.get("eval/acc"),
-            "eval/corrected_frac": summary.get("eval/corrected_frac"),
-        })
-    st.dataframe(rows, use_container_width=True)
+    st.dataframe([{"key": d["key"], a: str(d["a"]), b: str(d["b"])} for d in diff],
+                 width="stretch", hide_index=True)

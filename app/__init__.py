@@ -1,0 +1,1 @@
+"""T1 Lab dashboard (Streamlit pages over run folders)."""

@@ -1,0 +1,148 @@
+"""What every dashboard page shares: the runs-folder input, run pickers and cached loads.
+
+Loads go through core.store and are cached with st.cache_data keyed on the file's (path,
+mtime_ns, size), so a page rerun costs nothing until a run appends to the file. Folders
+(samples/, curves/) are keyed on the folder's mtime: adding or atomically replacing a file in
+it renames an entry, which bumps the folder's mtime. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from core.store import Run, StoreError, list_runs  # noqa: E402
+
+FileKey = tuple[str, int, int]
+RUNS_ENV = "T1LAB_RUNS"
+
+
+def file_key(path: Path) -> FileKey:
+    """(path, mtime_ns, size) of a file or folder; (path, 0, -1) when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return str(path), 0, -1
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+# ------------------------------------------------------------------ cached loads (one per file)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _metrics(run_path: str, key: FileKey) -> list[dict]:
+    return Run(Path(run_path)).metrics()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _samples(run_path: str, step: int, key: FileKey) -> list[dict]:
+    return Run(Path(run_path)).samples(step)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _sample_steps(run_path: str, key: FileKey) -> list[int]:
+    return Run(Path(run_path)).sample_steps()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _traces(run_path: str, key: FileKey) -> list[dict]:
+    return Run(Path(run_path)).traces()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _eval_rows(run_path: str, name: str, key: FileKey) -> list[dict]:
+    return Run(Path(run_path)).eval_rows(name)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _curves(run_path: str, key: FileKey) -> dict[str, dict]:
+    return Run(Path(run_path)).curves()
+
+
+def load_metrics(run: Run) -> list[dict]:
+    """All metrics lines of a run (a torn last line is skipped by the store)."""
+    return _metrics(str(run.path), file_key(run.metrics_path))
+
+
+def load_samples(run: Run, step: int) -> list[dict]:
+    """Rollout rows of one RL step ([] if the file is missing)."""
+    return _samples(str(run.path), step, file_key(run.samples_path(step)))
+
+
+def load_sample_steps(run: Run) -> list[int]:
+    """Steps with a rollouts file, sorted."""
+    return _sample_steps(str(run.path), file_key(run.samples_dir))
+
+
+def load_traces(run: Run) -> list[dict]:
+    """Synthesized SFT traces of a synth/sft run."""
+    return _traces(str(run.path), file_key(run.traces_path))
+
+
+def load_eval_rows(run: Run, name: str) -> list[dict]:
+    """Per-sample evaluation rows of eval/<name>.jsonl."""
+    return _eval_rows(str(run.path), name, file_key(run.eval_path(name)))
+
+
+def load_curves(run: Run) -> dict[str, dict]:
+    """name -> inference-budget curve of a run; a malformed file (mid-write elsewhere) -> {}."""
+    try:
+        return _curves(str(run.path), file_key(run.curves_dir))
+    except StoreError:
+        return {}
+
+
+def clear_caches() -> None:
+    """Forget every cached load (the benchmark measures cold loads)."""
+    for fn in (_metrics, _samples, _sample_steps, _traces, _eval_rows, _curves):
+        fn.clear()
+
+
+# ------------------------------------------------------------------------------ page helpers
+
+
+def page_header(title: str) -> list[Run]:
+    """Page config, title and the sidebar runs-folder input; returns the runs found there.
+
+    The folder typed on one page is kept in session state so the other pages open on it.
+    """
+    st.set_page_config(page_title=f"T1 Lab · {title}", layout="wide")
+    st.title(title)
+    default = (st.session_state.get("runs_dir") or st.query_params.get("runs")
+               or os.environ.get(RUNS_ENV, "runs"))
+    runs_dir = st.sidebar.text_input("Runs folder", value=default, help=f"default: ${RUNS_ENV} or runs")
+    st.session_state["runs_dir"] = runs_dir
+    runs = list_runs(runs_dir)
+    if not runs:
+        st.info(f"No runs in `{runs_dir}` yet: `python -m lab sft` makes one.")
+    return runs
+
+
+def run_config(run: Run) -> dict[str, Any]:
+    """config.json of a run, {} when it cannot be read (a run being created)."""
+    try:
+        return run.config()
+    except StoreError:
+        return {}
+
+
+def task_name(run: Run) -> str | None:
+    """The task a run used ("pairsum", "math500", ...)."""
+    return run_config(run).get("config", {}).get("task", {}).get("name")
+
+
+def pick_run(label: str, runs: list[Run], param: str = "run", key: str | None = None) -> Run:
+    """A run selectbox in the sidebar; its default comes from the ?run= query parameter."""
+    ids = [r.id for r in runs]
+    wanted = st.query_params.get(param)
+    index = ids.index(wanted) if wanted in ids else 0
+    chosen = st.sidebar.selectbox(label, ids, index=index, key=key)
+    return runs[ids.index(chosen)]

@@ -1,0 +1,99 @@
+"""RL rollouts of one step: one prompt's samples side by side with reward parts, advantage,
+finish reason, token count and whether oversampling kept it; filters and text search; the
+same prompt at another step (second step picker, or a link: ?run=&step=&prompt=)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import streamlit as st  # noqa: E402
+
+from app.common import load_sample_steps, load_samples, page_header, pick_run  # noqa: E402
+from core.dashboard import (  # noqa: E402
+    PENALTIES,
+    SAMPLE_TAGS,
+    filter_samples,
+    is_kept,
+    prompt_samples,
+    prompt_table,
+    step_overview,
+)
+
+PER_ROW = 4
+
+runs = [r for r in page_header("Rollouts") if load_sample_steps(r)]
+if not runs:
+    st.info("No run with RL rollouts (samples/step_*.jsonl) in this folder.")
+    st.stop()
+run = pick_run("Run", runs)
+steps = load_sample_steps(run)
+asked = st.query_params.get("step", "")
+step = int(asked) if asked.isdigit() and int(asked) in steps else steps[-1]
+if len(steps) > 1:
+    step = st.sidebar.select_slider("Step", options=steps, value=step)
+st.sidebar.caption(f"{len(steps)} steps with rollouts ({steps[0]}..{steps[-1]})")
+rows = load_samples(run, step)
+
+over = step_overview(rows)
+cols = st.columns(5)
+cols[0].metric("samples", over["samples"])
+cols[1].metric("accuracy", f"{over['acc']:.1%}")
+cols[2].metric("mean reward", f"{over['reward_mean']:+.3f}")
+cols[3].metric("truncated", f"{over['truncated_frac']:.1%}")
+cols[4].metric("kept", f"{over['kept_frac']:.1%}")
+
+left, right = st.columns([2, 3])
+tags = left.multiselect("Show samples that are (any of)", SAMPLE_TAGS, key="tags")
+query = right.text_input("Search question / response", key="query")
+shown = filter_samples(rows, tags, query)
+prompts = prompt_table(shown)
+if not prompts:
+    st.warning("No sample at this step matches the filters.")
+    st.stop()
+ids = [p["problem_id"] for p in prompts]
+labels = {p["problem_id"]: f"{p['question']}  ·  {p['correct']}/{p['n']} correct, "
+          f"reward {p['reward_mean']:+.2f}" for p in prompts}
+wanted = st.query_params.get("prompt")
+prompt = st.selectbox(f"Prompt ({len(ids)} with matching samples)", ids,
+                      index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get)
+st.query_params.update(run=run.id, step=str(step), prompt=prompt)
+
+
+def sample_cards(samples: list[dict]) -> None:
+    """All samples of one prompt side by side, PER_ROW to a row."""
+    for start in range(0, len(samples), PER_ROW):
+        for col, s in zip(st.columns(PER_ROW), samples[start:start + PER_ROW]):
+            box = col.container(border=True)
+            mark = "✅ correct" if s.get("correct") else "❌ wrong"
+            pen = [p for p in PENALTIES if s.get(p)]
+            box.markdown(f"**#{s.get('sample')}** {mark}" + (f" · ⚠️ {', '.join(pen)}" if pen else ""))
+            box.caption(f"reward {s.get('reward', 0):+.2f} · advantage {s.get('advantage') or 0:+.3f} · "
+                        f"{s.get('num_tokens')} tokens · finish {s.get('finish_reason')} · "
+                        f"{'kept' if is_kept(s) else 'not kept'} · {'used' if s.get('used', True) else 'unused'}")
+            box.code(s.get("response", ""), language=None, wrap_lines=True)
+
+
+samples = prompt_samples(shown, prompt)
+st.subheader(f"Step {step}: {len(samples)} samples")
+sample_cards(samples)
+
+st.subheader("Same prompt at another step")
+others = [s for s in steps if s != step]
+if not others:
+    st.caption("This run has one step with rollouts.")
+    st.stop()
+other = st.select_slider("Other step", options=others, value=others[-1]) if len(others) > 1 else others[0]
+link = "?" + urlencode({"run": run.id, "step": other, "prompt": prompt, "runs": st.session_state["runs_dir"]})
+st.markdown(f"[Open this prompt at step {other}]({link})")
+again = prompt_samples(load_samples(run, other), prompt)
+if again:
+    sample_cards(again)
+else:
+    st.caption(f"Prompt not sampled at step {other}.")
+if st.checkbox("Find every step that sampled this prompt"):
+    found = [s for s in steps if prompt_samples(load_samples(run, s), prompt)]
+    st.write(", ".join(map(str, found)))

@@ -1,0 +1,105 @@
+"""Reasoning structure: responses split into attempts, checks, reflections and the answer,
+highlighted; per step, how often responses fix a failed attempt and use reflection words;
+the synthesized SFT traces and evaluation responses browsable the same way."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import altair as alt  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app.common import (  # noqa: E402
+    load_eval_rows,
+    load_sample_steps,
+    load_samples,
+    load_traces,
+    page_header,
+    pick_run,
+    run_config,
+    task_name,
+)
+from core.dashboard import (  # noqa: E402
+    filter_traces,
+    parse_response,
+    spread,
+    trace_features,
+    trace_html,
+    trace_step_stats,
+)
+from core.store import Run  # noqa: E402
+
+PAGE_SIZE = 10
+ONLY = {"all": "all responses", "failed_then_fixed": "failed, then fixed",
+        "reflection": "with reflection words", "verified": "with a verification", "wrong": "wrong"}
+
+
+def sources(run: Run) -> list[str]:
+    """What this run holds that has responses in it."""
+    out = []
+    if load_sample_steps(run):
+        out.append("RL rollouts")
+    if run.traces_path.exists():
+        out.append("synthesized SFT traces")
+    if eval_name(run) and run.eval_path(eval_name(run)).exists():
+        out.append("evaluation responses")
+    return out
+
+
+def eval_name(run: Run) -> str | None:
+    return run_config(run).get("config", {}).get("eval", {}).get("split")
+
+
+runs = [r for r in page_header("Traces") if sources(r)]
+if not runs:
+    st.info("No run with responses (rollouts, synthesized traces or evaluation rows) here.")
+    st.stop()
+run = pick_run("Run", runs)
+task = task_name(run)
+source = st.sidebar.radio("Responses", sources(run))
+
+if source == "RL rollouts":
+    steps = load_sample_steps(run)
+    k = st.sidebar.slider("Steps in the chart", 1, len(steps), min(len(steps), 40)) if len(steps) > 1 else 1
+    stats = trace_step_stats({s: load_samples(run, s) for s in spread(steps, k)}, task)
+    st.subheader("Per step")
+    st.altair_chart(alt.Chart(stats).mark_line(point=True).encode(
+        x="step:Q", y=alt.Y("value:Q", title="share / count"), color="stat:N",
+        tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
+    step = st.sidebar.select_slider("Step to browse", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
+    rows = load_samples(run, step)
+elif source == "synthesized SFT traces":
+    rows = load_traces(run)
+else:
+    rows = load_eval_rows(run, eval_name(run) or "")
+
+left, right = st.columns([2, 3])
+only = left.selectbox("Show", list(ONLY), format_func=ONLY.get, key="only")
+query = right.text_input("Search responses")
+shown = filter_traces(rows, task, only, query)
+feats = pd.DataFrame([trace_features(r, task) for r in shown[:2000]])
+cols = st.columns(4)
+cols[0].metric("responses shown", f"{len(shown)} / {len(rows)}")
+if not feats.empty:
+    cols[1].metric("failed, then fixed", f"{feats.failed_then_fixed.mean():.1%}")
+    cols[2].metric("with reflection words", f"{(feats.reflection_words > 0).mean():.1%}")
+    cols[3].metric("attempts per response", f"{feats.attempts.mean():.2f}")
+if not shown:
+    st.stop()
+
+pages = (len(shown) - 1) // PAGE_SIZE + 1
+page = st.number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
+for row in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+    box = st.container(border=True)
+    f = trace_features(row, task)
+    verdict = "" if "correct" not in row else ("✅ correct · " if row["correct"] else "❌ wrong · ")
+    box.markdown(f"`{row.get('question', row.get('problem_id', ''))}`")
+    box.caption(f"{verdict}{f['attempts']} attempts ({f['failed_attempts']} failed) · "
+                f"{f['reflection_words']} reflection words · "
+                f"{'verified' if f['verified'] else 'no verification'}"
+                + (f" · {row['num_tokens']} tokens" if "num_tokens" in row else ""))
+    box.markdown(trace_html(parse_response(str(row.get("response", "")), task)), unsafe_allow_html=True)

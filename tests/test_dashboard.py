@@ -1,0 +1,181 @@
+"""core.dashboard: the data shaping behind the dashboard pages, on hand-made rows."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from core import dashboard as d
+from core.synth import synthesize_trace
+from core.tasks.pairsum import PairSumTask
+
+
+def _row(**kw) -> dict:
+    base = {"problem_id": "p1", "question": "numbers 1 2 3 target 5", "sample": 0,
+            "response": "answer 2 + 3", "num_tokens": 4, "finish_reason": "stop", "correct": True,
+            "overlong": False, "repetitive": False, "garbled": False, "reward": 1.0,
+            "advantage": 0.5, "used": True}
+    return {**base, **kw}
+
+
+def test_config_diff_lists_changed_added_and_removed_keys_only() -> None:
+    a = {"stage": "sft", "run_id": "x", "pid": 1, "config": {"sft": {"lr": 1e-3, "steps": 10},
+                                                            "task": {"name": "pairsum"}}}
+    b = {"stage": "rl", "run_id": "y", "pid": 2, "config": {"sft": {"lr": 2e-3, "steps": 10},
+                                                            "rl": {"beta": 0.01}}}
+    diff = d.config_diff(a, b)
+    assert diff == [
+        {"key": "rl.beta", "a": None, "b": 0.01},
+        {"key": "sft.lr", "a": 1e-3, "b": 2e-3},
+        {"key": "stage", "a": "sft", "b": "rl"},
+        {"key": "task.name", "a": "pairsum", "b": None},
+    ]
+    assert d.config_diff(a, a) == []
+
+
+def test_run_row_takes_headline_figures_from_summary() -> None:
+    cfg = {"stage": "sft", "created_at": "2026-11-25T19:01:50.123456+00:00",
+           "config": {"task": {"name": "pairsum"}, "model": {"name": "embedded"}}}
+    row = d.run_row("sft-1", cfg, {"eval/acc": 0.6, "other": 1}, "complete")
+    assert row["started"] == "2026-11-25 19:01:50"
+    assert (row["stage"], row["task"], row["eval/acc"], row["sft/loss"]) == ("sft", "pairsum", 0.6, None)
+    assert "other" not in row
+    assert d.run_row("r", {}, None, "unknown")["eval/acc"] is None
+
+
+def test_metrics_long_skips_lines_without_step_and_missing_keys() -> None:
+    rows = [{"step": 1, "reward/mean": 0.1, "loss/entropy": 2.0, "wall_time": 9.0},
+            {"step": 2, "reward/mean": 0.3, "flag": True},
+            {"step": 2, "eval/acc": 0.5},
+            {"reward/mean": 99.0}]
+    assert d.metric_keys(rows) == ["eval/acc", "loss/entropy", "reward/mean"]
+    assert d.metric_groups(d.metric_keys(rows)) == {"eval": ["eval/acc"], "loss": ["loss/entropy"],
+                                                     "reward": ["reward/mean"]}
+    frame = d.metrics_long({"a": rows, "b": rows[:1]}, ["reward/mean", "eval/acc"])
+    got = sorted(map(tuple, frame[["run", "step", "metric", "value"]].values.tolist()))
+    assert got == [("a", 1, "reward/mean", 0.1), ("a", 2, "eval/acc", 0.5),
+                   ("a", 2, "reward/mean", 0.3), ("b", 1, "reward/mean", 0.1)]
+    assert d.metrics_long({}, ["x"]).empty
+
+
+def test_sample_tags_and_filters() -> None:
+    rows = [_row(sample=0),
+            _row(sample=1, correct=False, finish_reason="length", overlong=True, reward=-1.0),
+            _row(sample=2, correct=False, response="try 1 + 2 = 3 < 5 larger"),
+            _row(sample=3, kept=False)]
+    assert d.sample_tags(rows[1]) == ["wrong", "penalised", "truncated"]
+    assert d.sample_tags(rows[3]) == ["correct", "dropped"]
+    assert d.is_kept(rows[0]) and not d.is_kept(rows[3])
+    assert [r["sample"] for r in d.filter_samples(rows, ["truncated"])] == [1]
+    assert [r["sample"] for r in d.filter_samples(rows, ["penalised", "dropped"])] == [1, 3]
+    assert [r["sample"] for r in d.filter_samples(rows, (), "LARGER")] == [2]
+    assert [r["sample"] for r in d.filter_samples(rows, ["wrong"], "larger")] == [2]
+    assert len(d.filter_samples(rows)) == 4
+
+
+def test_prompt_table_and_samples_by_prompt() -> None:
+    rows = [_row(problem_id="b", sample=1, correct=False, reward=-1.0), _row(problem_id="a"),
+            _row(problem_id="b", sample=0)]
+    table = d.prompt_table(rows)
+    assert [t["problem_id"] for t in table] == ["b", "a"]
+    assert table[0] | {"question": ""} == {"problem_id": "b", "question": "", "n": 2, "correct": 1,
+                                           "reward_mean": 0.0}
+    assert [r["sample"] for r in d.prompt_samples(rows, "b")] == [0, 1]
+    over = d.step_overview(rows + [_row(kept=False, finish_reason="length")])
+    assert over == {"samples": 4, "acc": 0.75, "reward_mean": 0.5, "truncated_frac": 0.25,
+                    "kept_frac": 0.75}
+
+
+def test_pairsum_trace_features_on_a_teacher_trace() -> None:
+    task = PairSumTask()
+    problem = task.problems("train", 1)[0]
+    row = synthesize_trace(problem, random.Random(3), "t1", guided_prob=0.0, slip_prob=0.0)
+    feats = d.trace_features(row, "pairsum")  # teacher rows carry no verdict: correct
+    assert feats["attempts"] == row["num_attempts"]
+    assert feats["failed_attempts"] == row["num_failed"]
+    assert feats["verified"]
+    assert feats["failed_then_fixed"] == (row["num_failed"] > 0)
+    assert feats["reflection_words"] == row["num_failed"]  # one larger/smaller per failed try
+
+
+def test_failed_then_fixed_needs_a_failure_and_a_right_answer() -> None:
+    text = "try 1 + 2 = 3 < 5 larger\ntry 2 + 3 = 5 = 5 ok\ncheck 3 + 2 = 5 yes\nanswer 2 + 3"
+    assert d.trace_features(_row(response=text), "pairsum")["failed_then_fixed"]
+    assert not d.trace_features(_row(response=text, correct=False), "pairsum")["failed_then_fixed"]
+    straight = "try 2 + 3 = 5 = 5 ok\nanswer 2 + 3"
+    assert not d.trace_features(_row(response=straight), "pairsum")["failed_then_fixed"]
+
+
+def test_split_free_text_on_reflection_words() -> None:
+    text = "2x = 6 so x = 3. Wait, let me check: 2*3 = 6. Verify again. So \\boxed{3}"
+    trace = d.split_free_text(text)
+    kinds = [s.kind for s in trace.steps]
+    assert kinds == ["text", "reflection", "reflection", "reflection", "answer"]
+    assert trace.steps[1].text.startswith("Wait")
+    assert "".join(s.text for s in trace.steps).replace(" ", "") == text.replace(" ", "")
+    assert d.reflection_words(text, "math500") == 3
+    assert d.split_free_text("").steps == ()
+
+
+def test_trace_step_stats_per_step_shares() -> None:
+    fixed = "try 1 + 2 = 3 < 5 larger\ntry 2 + 3 = 5 = 5 ok\nanswer 2 + 3"
+    straight = "try 2 + 3 = 5 = 5 ok\ncheck 3 + 2 = 5 yes\nanswer 2 + 3"
+    stats = d.trace_step_stats({2: [_row(response=fixed), _row(response=straight)],
+                                1: [_row(response=straight)], 3: []}, "pairsum")
+    table = {(r.step, r.stat): r.value for r in stats.itertuples()}
+    assert table[(2, "failed_then_fixed_frac")] == 0.5
+    assert table[(2, "reflection_frac")] == 0.5
+    assert table[(2, "verified_frac")] == 0.5
+    assert table[(1, "failed_then_fixed_frac")] == 0.0
+    assert sorted(set(stats.step)) == [1, 2]
+
+
+def test_filter_traces_by_structure_and_text() -> None:
+    fixed = _row(response="try 1 + 2 = 3 < 5 larger\ntry 2 + 3 = 5 = 5 ok\nanswer 2 + 3")
+    wrong = _row(response="try 1 + 2 = 3 < 5 larger\nanswer 1 + 2", correct=False)
+    rows = [fixed, wrong]
+    assert d.filter_traces(rows, "pairsum", "failed_then_fixed") == [fixed]
+    assert d.filter_traces(rows, "pairsum", "wrong") == [wrong]
+    assert d.filter_traces(rows, "pairsum", "reflection") == rows
+    assert d.filter_traces(rows, "pairsum", "all", "ANSWER 1") == [wrong]
+
+
+def test_trace_html_labels_and_escapes() -> None:
+    trace = PairSumTask().parse_trace(
+        "try 1 + 2 = 3 < 5 larger\ntry 2 + 3 = 5 = 5 ok\ncheck 3 + 2 = 6 no\nwait\nanswer 2 + 3")
+    labels = [d.step_label(s) for s in trace.steps]
+    assert labels == ["attempt failed", "reflection", "attempt ok", "check no", "wait", "answer"]
+    html = d.trace_html(d.split_free_text("if a <b> then \\boxed{1}"))
+    assert "&lt;b&gt;" in html and "<b>" not in html
+
+
+def _curve(checkpoint: str, mode: str, budgets: list[int], done: int, parallel: list[dict]) -> dict:
+    pts = [{"checkpoint": checkpoint, "budget_tokens": b, "accuracy": 0.1 * i, "ci_low": 0.0,
+            "ci_high": 0.2, "truncated_frac": 0.5, "mean_tokens_used": b / 2, "n": 10}
+           for i, b in enumerate(budgets[:done])]
+    return {"checkpoint": checkpoint, "mode": mode, "budgets": budgets, "complete": done == len(budgets),
+            "points": pts[::-1], "parallel": parallel}
+
+
+def test_curve_frames_progress_and_liveness() -> None:
+    par = [{"k": 2, "total_tokens": 128.0, "maj_acc": 0.4, "pass_at_k": 0.6}]
+    curves = {"a": _curve("final", "forced", [16, 32, 64], 3, par),
+              "b": _curve("step 5", "forced", [16, 32, 64], 1, [])}
+    points = d.curve_points(curves)
+    assert list(points.series) == ["final", "final", "final", "step 5"]
+    assert list(points.budget_tokens) == [16, 32, 64, 16]  # sorted although written backwards
+    assert d.curve_progress(curves["b"]) == (1, 3)
+    assert d.curves_live(curves) and not d.curves_live({"a": curves["a"]})
+    assert d.curves_live({"x": {"points": []}})  # no complete flag yet: still being written
+    par_frame = d.parallel_points(curves)
+    assert sorted(zip(par_frame.metric, par_frame.value)) == [("maj@k", 0.4), ("pass@k", 0.6)]
+    both = d.curve_points({**curves, "c": _curve("final", "summarizer", [16], 1, [])})
+    assert {"final (forced)", "final (summarizer)", "step 5 (forced)"} == set(both.series)
+    assert d.curve_points({}).empty and d.parallel_points({}).empty
+
+
+@pytest.mark.parametrize(("n", "k", "want"), [(5, 3, [0, 2, 4]), (3, 5, [0, 1, 2]), (4, 1, [3]),
+                                              (0, 3, []), (10, 0, [])])
+def test_spread_keeps_ends(n: int, k: int, want: list[int]) -> None:
+    assert d.spread(list(range(n)), k) == want
