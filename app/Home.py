@@ -16,13 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st  # noqa: E402
 
 from app.common import page_header, run_config  # noqa: E402
-from core.dashboard import config_diff, run_row  # noqa: E402
+from core.dashboard import config_diff, drop_empty_columns, run_row  # noqa: E402
 
 runs = page_header("Runs")
 if not runs:
     st.stop()
 
-rows = [run_row(r.id, run_config(r), r.summary(), r.status()) for r in runs]
+rows = drop_empty_columns([run_row(r.id, run_config(r), r.summary(), r.status()) for r in runs])
 st.dataframe(rows, width="stretch", hide_index=True)
 st.caption("status: complete = summary.json written; running = its process is alive on this "
            "machine; crashed = neither. Figures come from summary.json.")

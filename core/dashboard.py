@@ -81,6 +81,12 @@ def run_row(run_id: str, config: Mapping[str, Any], summary: Mapping[str, Any] |
     return row
 
 
+def drop_empty_columns(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` without the keys that are None in every row (figures no run reported)."""
+    keep = [k for k in (rows[0] if rows else {}) if any(r.get(k) is not None for r in rows)]
+    return [{k: r.get(k) for k in keep} for r in rows]
+
+
 # --------------------------------------------------------------------------------- metrics
 
 

@@ -49,7 +49,8 @@ def charts() -> None:
     for i, metric in enumerate(metrics):
         part = frame[frame.metric == metric]
         chart = alt.Chart(part, title=metric).mark_line(point=len(part) < 60).encode(
-            x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
             color=alt.Color("run:N", legend=alt.Legend(orient="bottom")),
             tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g")])
         cols[i % 2].altair_chart(chart, width="stretch")

@@ -68,9 +68,9 @@ def sample_cards(samples: list[dict]) -> None:
     for start in range(0, len(samples), PER_ROW):
         for col, s in zip(st.columns(PER_ROW), samples[start:start + PER_ROW]):
             box = col.container(border=True)
-            mark = "✅ correct" if s.get("correct") else "❌ wrong"
+            mark = ":green[**correct**]" if s.get("correct") else ":red[**wrong**]"
             pen = [p for p in PENALTIES if s.get(p)]
-            box.markdown(f"**#{s.get('sample')}** {mark}" + (f" · ⚠️ {', '.join(pen)}" if pen else ""))
+            box.markdown(f"**#{s.get('sample')}** {mark}" + (f" · :orange[penalised: {', '.join(pen)}]" if pen else ""))
             box.caption(f"reward {s.get('reward', 0):+.2f} · advantage {s.get('advantage') or 0:+.3f} · "
                         f"{s.get('num_tokens')} tokens · finish {s.get('finish_reason')} · "
                         f"{'kept' if is_kept(s) else 'not kept'} · {'used' if s.get('used', True) else 'unused'}")

@@ -67,9 +67,13 @@ if source == "RL rollouts":
     k = st.sidebar.slider("Steps in the chart", 1, len(steps), min(len(steps), 40)) if len(steps) > 1 else 1
     stats = trace_step_stats({s: load_samples(run, s) for s in spread(steps, k)}, task)
     st.subheader("Per step")
-    st.altair_chart(alt.Chart(stats).mark_line(point=True).encode(
-        x="step:Q", y=alt.Y("value:Q", title="share / count"), color="stat:N",
-        tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
+    per_response = stats.stat == "reflection_words_mean"
+    for part, title in ((stats[~per_response], "share of responses"),
+                        (stats[per_response], "reflection words per response")):
+        st.altair_chart(alt.Chart(part, title=title, height=220).mark_line(point=True).encode(
+            x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)), y=alt.Y("value:Q", title=title),
+            color=alt.Color("stat:N", scale=alt.Scale(scheme="category10")),
+            tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
     step = st.sidebar.select_slider("Step to browse", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
     rows = load_samples(run, step)
 elif source == "synthesized SFT traces":
@@ -96,7 +100,7 @@ page = st.number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
 for row in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
     box = st.container(border=True)
     f = trace_features(row, task)
-    verdict = "" if "correct" not in row else ("✅ correct · " if row["correct"] else "❌ wrong · ")
+    verdict = "" if "correct" not in row else (":green[correct] · " if row["correct"] else ":red[wrong] · ")
     box.markdown(f"`{row.get('question', row.get('problem_id', ''))}`")
     box.caption(f"{verdict}{f['attempts']} attempts ({f['failed_attempts']} failed) · "
                 f"{f['reflection_words']} reflection words · "

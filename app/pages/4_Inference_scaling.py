@@ -17,6 +17,7 @@ from core.dashboard import curve_points, curve_progress, curves_live, parallel_p
 
 REFRESH_S = 3
 X = alt.Scale(type="log", base=2)
+COLOR = alt.Scale(scheme="category10")
 
 runs = [r for r in page_header("Inference scaling") if load_curves(r)]
 if not runs:
@@ -39,9 +40,17 @@ def live_now(curves: dict[str, dict]) -> bool:
     return curves_live(curves) or any(by_id[rid].status() == "running" for rid in chosen)
 
 
+def x_axis(points, parallel) -> alt.Axis:
+    """Ticks at the budgets (and parallel token totals) instead of log-scale decimals."""
+    ticks = sorted({float(t) for t in [*points.budget_tokens, *parallel.get("total_tokens", [])]})
+    return alt.Axis(values=ticks, format="~g")
+
+
 def accuracy_chart(points, parallel) -> alt.LayerChart:
-    base = alt.Chart(points).encode(x=alt.X("budget_tokens:Q", scale=X, title="budget (tokens)"),
-                                    color=alt.Color("series:N", title="checkpoint"))
+    axis = x_axis(points, parallel)
+    base = alt.Chart(points).encode(
+        x=alt.X("budget_tokens:Q", scale=X, axis=axis, title="budget (tokens)"),
+        color=alt.Color("series:N", title="checkpoint", scale=COLOR))
     band = base.mark_area(opacity=0.18).encode(y="ci_low:Q", y2="ci_high:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
@@ -49,9 +58,10 @@ def accuracy_chart(points, parallel) -> alt.LayerChart:
                  alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"), "n"])
     layers = [band, line]
     if not parallel.empty:
-        layers.append(alt.Chart(parallel).mark_line(point=True, strokeDash=[4, 3]).encode(
-            x=alt.X("total_tokens:Q", scale=X), y="value:Q", color="series:N",
-            shape=alt.Shape("metric:N", title="parallel"),
+        layers.append(alt.Chart(parallel).mark_line(point=True).encode(
+            x=alt.X("total_tokens:Q", scale=X, axis=axis), y="value:Q",
+            color=alt.Color("series:N", scale=COLOR),
+            strokeDash=alt.StrokeDash("metric:N", title="parallel (k samples)"),
             tooltip=["series", "metric", "k", "total_tokens", alt.Tooltip("value:Q", format=".3f")]))
     return alt.layer(*layers).properties(title="Accuracy vs budget", height=360)
 
@@ -75,9 +85,10 @@ def view() -> None:
         return
     st.altair_chart(accuracy_chart(points, parallel), width="stretch")
     st.altair_chart(alt.Chart(points, title="Truncated at the budget").mark_line(point=True).encode(
-        x=alt.X("budget_tokens:Q", scale=X, title="budget (tokens)"),
+        x=alt.X("budget_tokens:Q", scale=X, axis=x_axis(points, points.iloc[0:0]), title="budget (tokens)"),
         y=alt.Y("truncated_frac:Q", scale=alt.Scale(domain=[0, 1]), title="truncated fraction"),
-        color=alt.Color("series:N", title="checkpoint")).properties(height=220), width="stretch")
+        color=alt.Color("series:N", title="checkpoint", scale=COLOR)).properties(height=220),
+        width="stretch")
     with st.expander("Points"):
         st.dataframe(points, width="stretch", hide_index=True)
 
