@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on the path
     sys.path.insert(0, str(ROOT))
 
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from core.dashboard import trace_step_stats  # noqa: E402
 from core.store import Run, StoreError, list_runs  # noqa: E402
 
 FileKey = tuple[str, int, int]
@@ -67,6 +69,13 @@ def _curves(run_path: str, key: FileKey) -> dict[str, dict]:
     return Run(Path(run_path)).curves()
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _trace_stats(run_path: str, steps: tuple[int, ...], task: str | None,
+                 keys: tuple[FileKey, ...]) -> pd.DataFrame:
+    run = Run(Path(run_path))
+    return trace_step_stats({s: run.samples(s) for s in steps}, task)
+
+
 def load_metrics(run: Run) -> list[dict]:
     """All metrics lines of a run (a torn last line is skipped by the store)."""
     return _metrics(str(run.path), file_key(run.metrics_path))
@@ -100,9 +109,15 @@ def load_curves(run: Run) -> dict[str, dict]:
         return {}
 
 
+def load_trace_stats(run: Run, steps: list[int], task: str | None) -> pd.DataFrame:
+    """Per-step structure stats of the rollouts of `steps` (core.dashboard.trace_step_stats)."""
+    keys = tuple(file_key(run.samples_path(s)) for s in steps)
+    return _trace_stats(str(run.path), tuple(steps), task, keys)
+
+
 def clear_caches() -> None:
     """Forget every cached load (the benchmark measures cold loads)."""
-    for fn in (_metrics, _samples, _sample_steps, _traces, _eval_rows, _curves):
+    for fn in (_metrics, _samples, _sample_steps, _traces, _eval_rows, _curves, _trace_stats):
         fn.clear()
 
 

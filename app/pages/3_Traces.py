@@ -17,6 +17,7 @@ from app.common import (  # noqa: E402
     load_eval_rows,
     load_sample_steps,
     load_samples,
+    load_trace_stats,
     load_traces,
     page_header,
     pick_run,
@@ -29,7 +30,6 @@ from core.dashboard import (  # noqa: E402
     spread,
     trace_features,
     trace_html,
-    trace_step_stats,
 )
 from core.store import Run  # noqa: E402
 
@@ -65,7 +65,7 @@ source = st.sidebar.radio("Responses", sources(run))
 if source == "RL rollouts":
     steps = load_sample_steps(run)
     k = st.sidebar.slider("Steps in the chart", 1, len(steps), min(len(steps), 40)) if len(steps) > 1 else 1
-    stats = trace_step_stats({s: load_samples(run, s) for s in spread(steps, k)}, task)
+    stats = load_trace_stats(run, spread(steps, k), task)
     st.subheader("Per step")
     per_response = stats.stat == "reflection_words_mean"
     for part, title in ((stats[~per_response], "share of responses"),
