@@ -9,8 +9,11 @@ rollouts file end in a torn half line. A second, empty folder checks the empty s
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -115,6 +118,26 @@ def make_runs(root: Path) -> Path:
         with open(path, "ab") as f:
             f.write(b'{"step": 2, "reward/me')  # a crash mid-append
     return runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer on {url} in {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +251,20 @@ def test_app_imports_no_torch(runs_dir: Path) -> None:
     )
     env = {**os.environ, "T1LAB_RUNS": str(runs_dir)}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=env, timeout=300)
+
+
+def test_lab_app_serves_the_dashboard_on_the_given_host(runs_dir: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "app", "--runs-dir", str(runs_dir),
+                             "--port", str(port), "--host", "127.0.0.1"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()  # the command became the server, so this stops it
+        try:
+            out = proc.communicate(timeout=20)[0].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert f"http://127.0.0.1:{port}" in out and str(runs_dir) in out
