@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
     c = sub.add_parser("config", help="list a command's config keys, defaults and help")
     c.add_argument("job", choices=sorted(JOBS))
+    c = sub.add_parser("app", help="the dashboard over a runs folder (Streamlit; until Ctrl-C)")
+    c.add_argument("--runs-dir", default="runs", help="the runs folder it opens on (default: runs)")
+    c.add_argument("--port", type=int, default=8501)
+    c.add_argument("--host", default="localhost", help="address to listen on (default: this machine only)")
     return p
 
 
@@ -120,11 +124,27 @@ def _print_config(job: str) -> None:
         print(f"{key:32s} {json.dumps(default):>14s}  {text}")
 
 
+def _run_app(args: argparse.Namespace) -> int:
+    """Become `streamlit run app/Home.py` (exec, so Ctrl-C and signals reach the server), on
+    args.runs_dir (via T1LAB_RUNS)."""
+    import os
+
+    home = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(args.port),
+           "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    env = {**os.environ, "T1LAB_RUNS": str(Path(args.runs_dir).resolve())}
+    _say(f"dashboard on http://{args.host}:{args.port} over {args.runs_dir} (Ctrl-C stops it)")
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached: execve replaces this process
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
         _print_config(args.job)
         return 0
+    if args.command == "app":
+        return _run_app(args)
     try:
         result = _run_job(args)
     except KeyboardInterrupt:
