@@ -101,6 +101,53 @@ class SynthConfig:
         _check(0 <= self.slip_prob <= 1, "synth.slip_prob must be in [0, 1]")
 
 
+def _attempt_sampling() -> SamplingConfig:
+    return SamplingConfig(temperature=1.0, max_new_tokens=4096, batch_size=64)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """LLM teachers for math tasks (synth on a math task), or import of public SFT data."""
+
+    models: tuple[str, ...] = _f((), "attempt teachers: model folders / runs / hub ids (transformers) or http(s)://HOST/v1[#MODEL] (OpenAI-compatible); several share the attempts; empty = the embedded task's programmatic teacher")
+    critic: str = _f("", "teacher that writes critiques, merges and rewrites ('' = the first of teacher.models)")
+    dataset: str = _f("", "import SFT data instead of synthesizing: THUDM/T1 (hub) or a local .jsonl/.parquet in that format")
+    num_attempts: int = _f(16, "attempts sampled per problem, N (paper: 16)")
+    max_solved_frac: float = _f(0.3, "drop problems solved by more than this fraction of the N attempts (paper: 0.3)")
+    min_solved: int = _f(0, "drop problems solved by fewer attempts (1 = the right path must come from a teacher sample)")
+    max_wrong_in_trace: int = _f(3, "failed attempts merged into one trace before the right path")
+    merge: str = _f("llm", "'llm' (the critic merges attempts and critiques, as in the paper) or 'concat' (a fixed template, no call)")
+    rewrite: bool = _f(True, "rewrite the merged trace into fluent text (one more critic call)")
+    max_trace_tokens: int = _f(8192, "drop traces longer than this many tokens")
+    critic_temperature: float = _f(0.7, "temperature of critiques, merges and rewrites")
+    critique_max_new_tokens: int = _f(512, "token limit of one critique or verification")
+    merge_max_new_tokens: int = _f(8192, "token limit of a merge or rewrite")
+    http_api: str = _f("chat", "HTTP teachers: 'chat' (/v1/chat/completions) or 'completions' (/v1/completions)")
+    api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the HTTP API key (never stored)")
+    timeout_s: float = _f(300.0, "HTTP teachers: seconds to wait for one response")
+    retries: int = _f(2, "HTTP teachers: retries after a timeout, connection error, 429 or 5xx")
+    concurrency: int = _f(8, "HTTP teachers: requests in flight")
+    sampling: SamplingConfig = field(default_factory=_attempt_sampling)
+
+    def validate(self) -> None:
+        _check(not (self.models and self.dataset), "set teacher.models or teacher.dataset, not both")
+        _check(not self.critic or bool(self.models), "teacher.critic needs teacher.models")
+        _check(self.num_attempts >= 1, "teacher.num_attempts must be >= 1")
+        _check(0 <= self.max_solved_frac <= 1, "teacher.max_solved_frac must be in [0, 1]")
+        _check(0 <= self.min_solved <= self.num_attempts, "teacher.min_solved must be in [0, teacher.num_attempts]")
+        _check(self.max_wrong_in_trace >= 0, "teacher.max_wrong_in_trace must be >= 0")
+        _check(self.merge in ("llm", "concat"), "teacher.merge must be 'llm' or 'concat'")
+        _check(self.max_trace_tokens >= 1, "teacher.max_trace_tokens must be >= 1")
+        _check(self.critic_temperature >= 0, "teacher.critic_temperature must be >= 0")
+        _check(self.critique_max_new_tokens >= 1 and self.merge_max_new_tokens >= 1,
+               "teacher.critique_max_new_tokens and teacher.merge_max_new_tokens must be >= 1")
+        _check(self.http_api in ("chat", "completions"), "teacher.http_api must be 'chat' or 'completions'")
+        _check(self.timeout_s > 0, "teacher.timeout_s must be > 0")
+        _check(self.retries >= 0, "teacher.retries must be >= 0")
+        _check(self.concurrency >= 1, "teacher.concurrency must be >= 1")
+        self.sampling.validate()
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     data: str = _f("", "traces to train on: a synth run folder or traces .jsonl ('' = synthesize now)")
@@ -211,6 +258,7 @@ class SynthJob:
 
     task: TaskConfig = field(default_factory=TaskConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
 @dataclass(frozen=True)

@@ -67,22 +67,32 @@ def load_model(cfg: ModelConfig, seed: int) -> tuple[Any, Any]:
 
 
 def run_synth(job: SynthJob, run: Run, say: Say, progress: bool = True) -> dict:
-    """Write T1-shaped (or plain) traces for the task's training problems."""
+    """Write T1-shaped (or plain) traces for the task's training problems: the programmatic
+    teacher (embedded task), LLM teachers (teacher.models) or public data (teacher.dataset).
+    A rerun on the same run (--resume) skips problems that already have a trace."""
     from tqdm.auto import tqdm
 
     from core.synth import synthesize
 
+    if job.teacher.models or job.teacher.dataset:
+        from core.teacher.job import run_teacher_synth
+
+        return run_teacher_synth(job, run, say, progress)
     if job.task.name != "pairsum":
-        raise TaskError("the programmatic teacher only knows the embedded task (task.name=pairsum)")
+        raise TaskError("the programmatic teacher only knows the embedded task (task.name=pairsum); "
+                        "for a math task name LLM teachers: teacher.models=MODEL_OR_URL[,...]")
     t0 = time.time()
     task = make_task(job.task)
     problems = task_problems(task, "train", job.synth.num_problems)
     s = job.synth
     say(f"synthesizing {len(problems)} {s.style} traces (guided_prob={s.guided_prob}, slip_prob={s.slip_prob})")
+    done = {t.get("problem_id") for t in run.traces()}
     batch: list[dict] = []
     failed = slips = 0
     for trace in tqdm(synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed),
                       total=len(problems), desc="synth", unit="trace", disable=not progress):
+        if trace["problem_id"] in done:
+            continue
         batch.append(trace)
         failed += trace["num_failed"] > 0
         slips += trace["num_slips"]

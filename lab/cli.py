@@ -33,7 +33,7 @@ from core.config import (
 PRESETS_DIR = Path(__file__).parent / "presets"
 JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob}
 HELP = {
-    "synth": "write trial-and-error + self-verification traces for the embedded task",
+    "synth": "write trial-and-error + self-verification traces (embedded task, LLM teachers or THUDM/T1)",
     "sft": "synthesize (or load) traces, fine-tune the model, evaluate on held-out problems",
     "rl": "T1 RL from an SFT policy (oversampling, RLOO, entropy bonus, EMA anchor, penalties)",
     "eval": "accuracy of a model (eval: model.name=PATH) on a task split",
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if name == "rl":
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
+        if name == "synth":
+            c.add_argument("--resume", help="continue this synth run (folder or id): problems already done are skipped")
     c = sub.add_parser("config", help="list a command's config keys, defaults and help")
     c.add_argument("job", choices=sorted(JOBS))
     c = sub.add_parser("app", help="the dashboard over a runs folder (Streamlit; until Ctrl-C)")
