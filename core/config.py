@@ -76,9 +76,15 @@ class SamplingConfig:
     max_new_tokens: int = _f(128, "generation limit in tokens (the largest budget)")
     batch_size: int = _f(512, "sequences per forward pass")
     stop: tuple[str, ...] = _f((), "extra stop strings")
+    vllm_memory_frac: float = _f(0.3, "vllm: share of GPU memory (CPU: of RAM) the engine may take; the trainer needs the rest")
+    vllm_kv_cache_gib: float = _f(1.0, "vllm: KV cache size in GiB")
+    vllm_sleep: bool = _f(True, "vllm: free the engine's GPU memory between sampling phases (sleep mode; no-op on CPU)")
+    vllm_enforce_eager: bool = _f(True, "vllm: run the model eagerly (False = torch.compile / CUDA graphs: slower start)")
 
     def validate(self) -> None:
         _check(self.backend in ("hf", "vllm"), "sampling.backend must be 'hf' or 'vllm'")
+        _check(0 < self.vllm_memory_frac <= 1, "sampling.vllm_memory_frac must be in (0, 1]")
+        _check(self.vllm_kv_cache_gib > 0, "sampling.vllm_kv_cache_gib must be > 0")
         _check(self.temperature >= 0, "sampling.temperature must be >= 0")
         _check(0 < self.top_p <= 1, "sampling.top_p must be in (0, 1]")
         _check(0 <= self.min_p < 1, "sampling.min_p must be in [0, 1)")
@@ -196,11 +202,64 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    budgets: tuple[int, ...] = _f((16, 32, 48, 64, 96, 128), "reasoning budgets in tokens, ascending (paper: 1k..16k)")
+    mode: str = _f("forced", "'forced' (the same model answers after a cue) or 'summarizer' (another model reads the cut reasoning)")
+    summarizer: str = _f("", "summarizer model (folder, run or hub id) for mode=summarizer")
+    answer_cue: str = _f("", "text appended to cut reasoning to force the answer ('' = the task's cue)")
+    answer_max_tokens: int = _f(24, "token limit of the forced / summarized answer")
+    answer_temperature: float = _f(0.0, "temperature of the answer continuation (0 = greedy)")
+    answer_stop: tuple[str, ...] = _f(("\n",), "stop strings of the answer continuation (the answer is one line)")
+    extend_wait: int = _f(0, "s1-style: times to append the wait cue to a response that ended before the largest budget")
+    wait_text: str = _f("", "the wait cue ('' = the task's)")
+    checkpoints: str = _f("all", "checkpoints of an RL run to sweep: 'all', 'last', or fractions of its steps like 0,0.3,0.6,1")
+    split: str = _f("heldout", "task split")
+    num_problems: int = _f(500, "problems (0 = all of a finite data set)")
+    num_samples: int = _f(1, "samples per problem; > 1 adds parallel scaling (maj@k, pass@k)")
+    seed: int = _f(1234, "sampling seed")
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self) -> None:
+        b = self.budgets
+        _check(len(b) >= 1 and all(x >= 1 for x in b), "budget.budgets must be positive token counts")
+        _check(list(b) == sorted(set(b)), f"budget.budgets must be strictly ascending, got {list(b)}")
+        _check(self.mode in ("forced", "summarizer"), "budget.mode must be 'forced' or 'summarizer'")
+        _check(self.mode != "summarizer" or bool(self.summarizer), "budget.mode=summarizer needs budget.summarizer=MODEL")
+        _check(self.answer_max_tokens >= 1, "budget.answer_max_tokens must be >= 1")
+        _check(self.answer_temperature >= 0, "budget.answer_temperature must be >= 0")
+        _check(self.extend_wait >= 0, "budget.extend_wait must be >= 0")
+        _check(self.split in ("train", "heldout"), "budget.split must be 'train' or 'heldout'")
+        _check(self.num_problems >= 0, "budget.num_problems must be >= 0")
+        _check(self.num_samples >= 1, "budget.num_samples must be >= 1")
+        parse_checkpoints(self.checkpoints)
+        self.sampling.validate()
+
+
+def parse_checkpoints(spec: str) -> str | tuple[float, ...]:
+    """'all' | 'last' | fractions of the RL steps ('0,0.3,1'): validated."""
+    if spec in ("all", "last"):
+        return spec
+    try:
+        fracs = tuple(float(x) for x in spec.split(","))
+    except ValueError:
+        fracs = ()
+    _check(bool(fracs) and all(0 <= f <= 1 for f in fracs),
+           f"budget.checkpoints must be 'all', 'last' or fractions in [0, 1] like 0,0.3,1 (got {spec!r})")
+    return fracs
+
+
+@dataclass(frozen=True)
 class RLConfig:
     init: str = _f("", "policy to start from: an SFT run (folder or id), a checkpoint or a hub id ('' = latest SFT run)")
     steps: int = _f(100, "RL steps (one batch of prompts each)")
     prompts_per_step: int = _f(16, "prompts per step (paper: 32)")
     num_generations: int = _f(8, "K: samples per prompt, the oversampling factor (paper: 64)")
+    num_samples_drawn: int = _f(0, "N: samples drawn per prompt, of which K are kept by oversample_rule (0 = K)")
+    oversample_rule: str = _f(
+        "max_variance",
+        "which K of N to keep: 'max_variance' (the reward-balanced subset of largest reward variance; "
+        "ties to the earliest drawn) or 'random' (uniform, seeded by the step)",
+    )
     temperature: float = _f(1.2, "sampling temperature for rollouts (paper: 1.2)")
     max_new_tokens: int = _f(128, "rollout length limit; hitting it is the over-long penalty")
     lr: float = _f(2e-4, "peak learning rate (AdamW, warmup then cosine)")
@@ -219,6 +278,10 @@ class RLConfig:
     clip_high: float = _f(0.26, "ratio clipped above at 1 + clip_high")
     ppo_epochs: int = _f(1, "passes over each batch (> 1 needs clip=true)")
     drop_equal_groups: bool = _f(False, "skip groups whose rewards are all equal (dynamic filtering)")
+    lora: bool = _f(False, "train LoRA adapters (PEFT) instead of all weights; the anchor is an EMA of the adapters")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma-separated module names for LoRA")
     penalize_overlong: bool = _f(True, "-1 for responses that hit max_new_tokens")
     penalize_repetition: bool = _f(True, "-1 for repetitive responses")
     penalize_garbled: bool = _f(True, "-1 for garbled responses")
@@ -250,6 +313,13 @@ class RLConfig:
         )
         _check(self.ppo_epochs == 1 or self.clip, "rl.ppo_epochs > 1 needs rl.clip=true")
         _check(self.temperature > 0, "rl.temperature must be > 0")
+        _check(
+            self.num_samples_drawn == 0 or self.num_samples_drawn >= self.num_generations,
+            f"rl.num_samples_drawn ({self.num_samples_drawn}) must be 0 or >= rl.num_generations "
+            f"({self.num_generations}): K of the N drawn are kept",
+        )
+        _check(self.oversample_rule in ("max_variance", "random"), "rl.oversample_rule must be 'max_variance' or 'random'")
+        _check(not self.lora or self.lora_r >= 1, "rl.lora_r must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -289,6 +359,15 @@ class EvalJob:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True)
+class BudgetJob:
+    """`python -m lab budget`: accuracy against reasoning budget for one or more checkpoints."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -355,7 +434,8 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v] if value else []
-            return tuple(str(v) for v in value)
+            elem = (typing.get_args(typ) or (str,))[0]
+            return tuple(coerce(v, elem, key) for v in value)
     except (TypeError, ValueError):
         name = getattr(typ, "__name__", str(typ))
         raise ConfigError(f"config key {key!r} wants {name}, got {value!r}") from None

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import EvalConfig, EvalJob, ModelConfig, RLJob, SFTJob, SynthJob, TaskConfig
+from core.config import (
+    BudgetJob,
+    EvalConfig,
+    EvalJob,
+    ModelConfig,
+    RLJob,
+    SFTJob,
+    SynthJob,
+    TaskConfig,
+)
 from core.store import Run, StoreError, is_run_dir, open_run, read_jsonl
 from core.tasks.base import Task, TaskError
 
@@ -142,7 +151,7 @@ def run_eval_model(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, run:
     s = cfg.sampling
     say(f"evaluating on {len(problems)} {cfg.split} problems x {cfg.num_samples} sample(s), "
         f"temperature {s.temperature}, max_new_tokens {s.max_new_tokens}, seed {cfg.seed}")
-    sampler = make_sampler(s.backend, model, tokenizer)
+    sampler = make_sampler(s.backend, model, tokenizer, s)
     t0 = time.time()
     summary, rows = evaluate(sampler, task, problems, cfg, progress=progress)
     run.append_eval(name, rows)
@@ -248,24 +257,36 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     t0 = time.time()
     task = make_task(job.task)
     ckpt = run.latest_checkpoint() if resume else None
-    init = str(ckpt) if ckpt else resolve_model_path(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
+    state = torch.load(run.trainer_state_path(ckpt), weights_only=False) if ckpt else None
+    if state is None:
+        init = resolve_model_path(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
+    else:  # LoRA resumes from the base weights plus the saved adapters; full fine-tuning from the checkpoint
+        init = state["init"] if job.rl.lora else str(ckpt)
+    base = init if state is None else state.get("init", init)
     policy, tok = load_model(replace(job.model, name=init), seed=job.rl.seed)
-    sampler = make_sampler(job.eval.sampling.backend, policy, tok)
+    if job.rl.lora:
+        from core.sft import apply_lora
+
+        policy = apply_lora(policy, job.rl)
+    sampler = make_sampler(job.eval.sampling.backend, policy, tok, job.eval.sampling)
     train_set = task_problems(task, "train", 50_000 if job.task.name == "pairsum" else 0)
     heldout = task_problems(task, "heldout", job.rl.eval_problems)
     trainer = Trainer(policy, tok, sampler, task, train_set, job.rl)
-    if ckpt is not None:
-        trainer.load_state(torch.load(run.trainer_state_path(ckpt), weights_only=False))
+    if state is not None:
+        trainer.load_state(state)
         run.rewind(trainer.step_idx)
         say(f"resumed from {ckpt} at step {trainer.step_idx}")
     else:
         say(f"RL from {init}: {job.rl.prompts_per_step} prompts x {job.rl.num_generations} samples at "
             f"temperature {job.rl.temperature}, anchor {job.rl.anchor}, beta {job.rl.beta}")
-        start = {"step": 0, **heldout_eval(sampler, task, heldout, job.rl.max_new_tokens, 1234)}
+        start = {"step": 0, "init": init, **heldout_eval(sampler, task, heldout, job.rl.max_new_tokens, 1234)}
         run.log_metrics(start)
         say(f"step 0: held-out accuracy {start['eval/acc']:.1%}")
 
     def on_step(metrics: dict, rows: list[dict]) -> None:
+        t_sync = time.time()
+        sampler.sync_weights(policy)  # the vLLM engine holds a copy of the weights; hf shares them
+        metrics["time/sync_weights_s"] = time.time() - t_sync
         run.log_metrics(metrics)
         run.append_samples(metrics["step"], rows)
         say(step_line(metrics))
@@ -277,11 +298,17 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
 
     def on_save() -> None:
         path = run.checkpoint_dir(trainer.step_idx)
-        save_policy(policy, tok, path)
-        torch.save(trainer.state(), run.trainer_state_path(path))
+        save_policy(policy, tok, path)  # merged when LoRA, so any loader reads it
+        if job.rl.lora:
+            policy.save_pretrained(path / "adapter")
+        torch.save({**trainer.state(), "init": base}, run.trainer_state_path(path))
         run.mark_checkpoint_complete(path)
 
-    final_eval = train(trainer, heldout, on_step, on_eval, on_save, progress)
+    try:
+        final_eval = train(trainer, heldout, on_step, on_eval, on_save, progress)
+    except FloatingPointError as e:  # nothing is saved from bad weights: the last checkpoint stands
+        last = run.latest_checkpoint()
+        raise FloatingPointError(f"{e}; the last good checkpoint is {last or 'none (no step was saved yet)'}") from None
     first = next((m for m in run.metrics() if m.get("step") == 0 and "eval/acc" in m), {})
     return {"eval/acc_start": first.get("eval/acc"), **final_eval,
             "eval/acc_gain": final_eval.get("eval/acc", 0) - (first.get("eval/acc") or 0),
@@ -296,10 +323,16 @@ def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
     if isinstance(job, SFTJob) and job.sft.data:
         traces_file(job.sft.data, runs_dir)
     model = getattr(job, "model", None)
-    if model is not None and model.name != "embedded":
+    if model is not None and model.name != "embedded" and not isinstance(job, BudgetJob):
         resolve_source(resolve_model_path(model.name, runs_dir))
-    if isinstance(job, EvalJob):
+    if isinstance(job, EvalJob | BudgetJob):
         _require_trained(job)
+    if isinstance(job, BudgetJob):
+        from core.sweeps import checkpoints_to_sweep
+
+        checkpoints_to_sweep(job.model.name, job.budget.checkpoints, runs_dir)
+        if job.budget.mode == "summarizer":
+            resolve_source(resolve_model_path(job.budget.summarizer, runs_dir))
     if isinstance(job, RLJob):
         init = resolve_model_path(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
         resolve_source(init)
@@ -307,6 +340,7 @@ def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
         make_task(job.task)
 
 
-def _require_trained(job: EvalJob) -> None:
+def _require_trained(job: EvalJob | BudgetJob) -> None:
     if job.model.name == "embedded":
-        raise TaskError("lab eval needs a trained model: model.name=<run folder or checkpoint or hub id>")
+        cmd = "eval" if isinstance(job, EvalJob) else "budget"
+        raise TaskError(f"lab {cmd} needs a trained model: model.name=<run folder or checkpoint or hub id>")

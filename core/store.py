@@ -353,6 +353,12 @@ class Run:
             raise StoreError(f"invalid checkpoint {step!r}: expected a step or 'final'")
         return self.checkpoints_dir / f"step_{_check_step(step)}"
 
+    def artifact_path(self, filename: str) -> Path:
+        """A file for people at the top of the run folder (an HTML chart, a report)."""
+        if "/" in filename or not _NAME_RE.fullmatch(filename):
+            raise StoreError(f"invalid artifact name {filename!r}")
+        return self.path / filename
+
     def trainer_state_path(self, checkpoint: Path) -> Path:
         """The resume state (optimizer, scheduler, RNG, data position, anchor) of a checkpoint."""
         return Path(checkpoint) / "trainer_state.pt"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import (
+    BudgetJob,
     ConfigError,
     EvalJob,
     RLJob,
@@ -31,12 +32,13 @@ from core.config import (
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob}
+JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob, "budget": BudgetJob}
 HELP = {
     "synth": "write trial-and-error + self-verification traces (embedded task, LLM teachers or THUDM/T1)",
     "sft": "synthesize (or load) traces, fine-tune the model, evaluate on held-out problems",
     "rl": "T1 RL from an SFT policy (oversampling, RLOO, entropy bonus, EMA anchor, penalties)",
     "eval": "accuracy of a model (eval: model.name=PATH) on a task split",
+    "budget": "accuracy against reasoning budget (model.name=RUN: every RL checkpoint)",
 }
 
 
@@ -92,6 +94,7 @@ def _say(text: str) -> None:
 def _run_job(args: argparse.Namespace) -> dict[str, Any]:
     from core import jobs
     from core.store import new_run
+    from core.sweeps import run_budget
 
     cls = JOBS[args.command]
     if getattr(args, "resume", None):
@@ -115,6 +118,7 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
         "sft": lambda: jobs.run_sft(cfg, run, _say, args.runs_dir, progress),
         "rl": lambda: jobs.run_rl(cfg, run, _say, progress, args.runs_dir, bool(getattr(args, "resume", None))),
         "eval": lambda: jobs.run_eval(cfg, run, _say, progress, args.runs_dir),
+        "budget": lambda: run_budget(cfg, run, _say, progress, args.runs_dir),
     }
     out = stories[args.command]()
     run.write_summary(out)

@@ -8,7 +8,8 @@ lot in length; (c) reports finish reasons and exact token ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,6 +47,27 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[
     return ids.to(device), mask.to(device)
 
 
+@dataclass
+class DecodeState:
+    """The decode loop between two forward passes. Rows of the tensors are live rows only.
+
+    t: tokens generated so far by the longest-running rows; cache: KV of everything fed so far
+    (prompt + all but the last generated token); mask: [R, W] attention mask of the cache plus
+    the pending token; step_ids / step_pos: [R, 1] the pending token and its position;
+    live: [R] original row index of each live row; generated: per original row, its tokens."""
+
+    t: int
+    cache: Any
+    mask: torch.Tensor
+    step_ids: torch.Tensor
+    step_pos: torch.Tensor
+    live: torch.Tensor
+    generated: list[list[int]]
+
+
+DecodeHook = Callable[[DecodeState], None]
+
+
 class HFSampler:
     """Sampler over a transformers causal LM (shares the trainer's weights: no sync needed)."""
 
@@ -77,12 +99,14 @@ class HFSampler:
         bar = tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False)
         for start in bar:
             chunk = rows[start : start + params.batch_size]
-            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, generator)
-            for (i, j), gen in zip(chunk, ids):
-                out[i][j] = self._completion(gen, params, i, j)
+            logprobs: list[list[float]] = [[] for _ in chunk]
+            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, generator, logprobs_out=logprobs)
+            for (i, j), gen, lp in zip(chunk, ids, logprobs):
+                out[i][j] = self._completion(gen, params, i, j, lp)
         return [[c for c in group if c is not None] for group in out]
 
-    def _completion(self, gen: list[int], params: SamplingConfig, i: int, j: int) -> Completion:
+    def _completion(self, gen: list[int], params: SamplingConfig, i: int, j: int,
+                    logprobs: list[float] | None = None) -> Completion:
         finish = "length"
         if self.eos_id in gen:
             gen = gen[: gen.index(self.eos_id) + 1]
@@ -93,29 +117,39 @@ class HFSampler:
             if cut >= 0:
                 text, finish = text[: cut + len(stop)], "stop"
                 gen = _trim_to_text(self.tokenizer, gen, text)
-        return Completion(text, tuple(gen), finish, prompt_index=i, sample_index=j)
+        lp = tuple(logprobs[: len(gen)]) if logprobs is not None else None
+        return Completion(text, tuple(gen), finish, prompt_index=i, sample_index=j, token_logprobs=lp)
 
     @torch.no_grad()
     def _decode(
-        self, prompts: list[Sequence[int]], params: SamplingConfig, generator: torch.Generator
+        self, prompts: list[Sequence[int]], params: SamplingConfig, generator: torch.Generator,
+        hook: DecodeHook | None = None, start: DecodeState | None = None,
+        logprobs_out: list[list[float]] | None = None,
     ) -> list[list[int]]:
-        """Token ids generated for each prompt (up to and including EOS when it comes)."""
-        from transformers import DynamicCache
+        """Token ids generated for each prompt (up to and including EOS when it comes).
 
+        `hook(state)` is called before each forward pass and once after the loop, when
+        `state.generated[r]` holds t tokens of which the last is not yet in the KV cache
+        (`state.step_ids`); budgeted sampling forks forced answers from there. `start`
+        continues from such a state (with fresh `generated` lists) instead of `prompts`.
+        `logprobs_out[r]`, when given, receives log pi(token) at temperature 1 of each token of row r."""
         was_training = self.model.training
         self.model.eval()
-        ids, mask = _left_pad(prompts, self.pad_id, self.device)
-        live = torch.arange(len(prompts), device=ids.device)  # original row of each batch row
-        generated: list[list[int]] = [[] for _ in prompts]
-        cache = DynamicCache()
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
-        step_ids, step_pos = ids, position
-        for _ in range(params.max_new_tokens):
+        st = start if start is not None else self._start(prompts)
+        cache, mask, step_ids, step_pos = st.cache, st.mask, st.step_ids, st.step_pos
+        live, generated = st.live, st.generated  # live: original row of each batch row
+        for t in range(params.max_new_tokens):
+            if hook is not None and t > 0:
+                hook(DecodeState(t, cache, mask, step_ids, step_pos, live, generated))
             logits = self.model(
                 input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                 past_key_values=cache, use_cache=True,
             ).logits[:, -1, :]
             nxt = sample_next(logits, params, generator)
+            if logprobs_out is not None:  # untempered, as the trainer scores tokens: saves it a forward pass
+                lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+                for r, x in zip(live.tolist(), lp.tolist()):
+                    logprobs_out[r].append(x)
             done = nxt == self.eos_id
             for r, tok in zip(live.tolist(), nxt.tolist()):
                 generated[r].append(tok)
@@ -130,8 +164,20 @@ class HFSampler:
                 keep = (~done).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 live, mask, step_ids, step_pos = live[keep], mask[keep], step_ids[keep], step_pos[keep]
+        else:  # the token limit: rows still live have generated max_new_tokens tokens
+            if hook is not None:
+                hook(DecodeState(params.max_new_tokens, cache, mask, step_ids, step_pos, live, generated))
         self.model.train(was_training)
         return generated
+
+    def _start(self, prompts: list[Sequence[int]]) -> DecodeState:
+        """The state before the first forward pass: left-padded prompts, empty cache."""
+        from transformers import DynamicCache
+
+        ids, mask = _left_pad(prompts, self.pad_id, self.device)
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        live = torch.arange(len(prompts), device=ids.device)
+        return DecodeState(0, DynamicCache(), mask, ids, position, live, [[] for _ in prompts])
 
     def _hit_stop(self, live: torch.Tensor, generated: list[list[int]], stops: tuple[str, ...]) -> torch.Tensor:
         hits = []

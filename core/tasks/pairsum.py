@@ -135,6 +135,10 @@ class PairSumTask:
     def answer_cue(self) -> str:
         return ANSWER_CUE
 
+    def wait_cue(self) -> str:
+        """The s1-style extension cue: the word the traces use before a second look."""
+        return "wait\n"
+
     def extract_answer(self, response: str) -> tuple[int, int] | None:
         """The last `answer a + b` in the response."""
         found = _ANSWER.findall(response)

@@ -1,0 +1,308 @@
+"""Budgeted sampling: accuracy against the number of reasoning tokens (inference scaling).
+
+Each sample is generated **once**, up to the largest budget. For every budget B its reasoning
+is cut after B tokens and the final answer obtained in one of two ways:
+
+* ``forced`` (s1-style, the cheap variant): the same model continues after an answer cue
+  appended to exactly the truncated token ids (never re-tokenised text). The transformers
+  backend forks these answers from its KV cache while it samples (`core.sampling.hf_forks`);
+  other backends get one short generation per budget over prompt + B tokens + cue, which a
+  prefix-caching engine (vLLM) serves from the shared prefix.
+* ``summarizer`` (the paper's way): another model reads the problem and the cut reasoning and
+  writes the answer (its own tokenizer, so this path decodes and re-encodes text).
+
+The reasoning of a response is everything before its own answer cue. A response whose
+reasoning fits in B tokens keeps its own answer at B (not truncated). Optional s1 extension:
+a response that ended before the largest budget gets the wait cue appended and continues.
+
+Simplified from the paper: one sample per problem by default (the paper averages AIME over
+32), budgets in tens of tokens on the embedded task instead of 1k..16k.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.config import BudgetConfig, SamplingConfig
+from core.evaluate import pass_at_k, wilson_interval
+from core.sampling.base import Sampler, derive_seed, encode_prompts
+from core.tasks.base import Task
+from core.types import Completion, CurvePoint, Problem
+
+# (prompt index, sample index) -> the answer continuation after the cue
+Answers = dict[tuple[int, int], Completion]
+
+
+@dataclass(frozen=True)
+class Cue:
+    """The answer cue as token ids; `core` is what marks a response's own answer."""
+
+    text: str
+    ids: tuple[int, ...]  # appended after a truncated prefix ending in a newline
+    ids_newline: tuple[int, ...]  # appended after one that does not
+    core: tuple[int, ...]  # searched for in responses: the cue without leading newlines
+
+    @classmethod
+    def build(cls, tokenizer: Any, text: str) -> Cue:
+        def enc(s: str) -> tuple[int, ...]:
+            return tuple(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+        nl = text if text.startswith("\n") else "\n" + text
+        return cls(text, enc(text), enc(nl), enc(text.lstrip("\n")))
+
+    def after(self, tokenizer: Any, prefix: Sequence[int]) -> tuple[int, ...]:
+        """The cue ids to append to `prefix` (a newline first unless it already ends a line)."""
+        if not prefix or self.text.startswith("\n"):
+            return self.ids
+        last = tokenizer.decode(list(prefix[-1:]), skip_special_tokens=False)
+        return self.ids if last.endswith("\n") else self.ids_newline
+
+
+def find_subsequence(seq: Sequence[int], sub: Sequence[int]) -> int | None:
+    """Index of the first occurrence of `sub` in `seq`, or None."""
+    n = len(sub)
+    if n == 0:
+        return None
+    first = sub[0]
+    for i in range(len(seq) - n + 1):
+        if seq[i] == first and tuple(seq[i : i + n]) == tuple(sub):
+            return i
+    return None
+
+
+def reasoning_length(c: Completion, cue_core: Sequence[int], eos_id: int | None) -> int | None:
+    """Tokens of reasoning in a response: up to its own answer cue; for a response that ended
+    without one, all of it (EOS excluded); None if it was cut by the token limit first."""
+    at = find_subsequence(c.token_ids, cue_core)
+    if at is not None:
+        return at
+    if c.finish_reason != "stop":
+        return None
+    ids = c.token_ids
+    return len(ids) - 1 if ids and ids[-1] == eos_id else len(ids)
+
+
+def truncated_at(reasoning: int | None, budget: int) -> bool:
+    """Whether a budget cuts the reasoning (so the answer has to be forced)."""
+    return reasoning is None or reasoning > budget
+
+
+@dataclass
+class Sweep:
+    """One generation and the forced answers for every budget."""
+
+    groups: list[list[Completion]]  # [problem][sample], generated up to the largest budget
+    answers: dict[int, Answers]  # budget -> forced answers of the responses it cuts
+    cue: Cue
+
+
+def _answer_params(cfg: BudgetConfig) -> SamplingConfig:
+    return SamplingConfig(temperature=cfg.answer_temperature, max_new_tokens=cfg.answer_max_tokens,
+                          batch_size=cfg.sampling.batch_size, stop=cfg.answer_stop)
+
+
+def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: BudgetConfig,
+                   progress: bool = False, summarizer: Sampler | None = None,
+                   fork: bool = True) -> Sweep:
+    """Generate once up to the largest budget and get an answer for every cut response.
+
+    `fork=False` turns off the transformers backend's KV-cache forks (for comparisons)."""
+    tok = sampler.tokenizer
+    cue = Cue.build(tok, cfg.answer_cue or task.answer_cue())
+    prompts = encode_prompts(tok, [task.render_prompt(p, tok) for p in problems])
+    params = replace(cfg.sampling, max_new_tokens=max(cfg.budgets))
+    seed = derive_seed(cfg.seed, "budget")
+    answer_seed = derive_seed(cfg.seed, "budget", "answer")
+    eos = getattr(tok, "eos_token_id", None)
+    fast = fork and cfg.mode == "forced" and cfg.extend_wait == 0 and _is_hf(sampler)
+    if fast:
+        from core.sampling.hf_forks import generate_forked
+
+        def plan(generated: list[int]) -> Sequence[int] | None:
+            return None if find_subsequence(generated, cue.core) is not None else cue.after(tok, generated)
+
+        groups, answers = generate_forked(
+            sampler, prompts, params, seed, cfg.num_samples, cfg.budgets, plan,  # type: ignore[arg-type]
+            _answer_params(cfg), answer_seed, progress)
+        return Sweep(groups, answers, cue)
+    groups = sampler.generate(prompts, params, seed=seed, n=cfg.num_samples, progress=progress)
+    for r in range(cfg.extend_wait):
+        groups = extend_with_wait(sampler, task, prompts, groups, cue, params, cfg, derive_seed(seed, "wait", r))
+    answers: dict[int, Answers] = {}
+    for b in cfg.budgets:
+        cut = [(i, j) for i, g in enumerate(groups) for j, c in enumerate(g)
+               if truncated_at(reasoning_length(c, cue.core, eos), b)]
+        if cfg.mode == "forced":
+            answers[b] = _force(sampler, prompts, groups, cut, b, cue, _answer_params(cfg), answer_seed)
+        else:
+            assert summarizer is not None, "mode=summarizer needs a summarizer sampler"
+            answers[b] = _summarize(summarizer, tok, task, problems, groups, cut, b, cue.text, cfg, answer_seed)
+    return Sweep(groups, answers, cue)
+
+
+def _is_hf(sampler: Sampler) -> bool:
+    from core.sampling.hf import HFSampler
+
+    return isinstance(sampler, HFSampler)
+
+
+def _force(sampler: Sampler, prompts: list[list[int]], groups: list[list[Completion]],
+           cut: list[tuple[int, int]], budget: int, cue: Cue, params: SamplingConfig,
+           seed: int) -> Answers:
+    """Forced answers over prompt + first `budget` tokens + cue, as token ids."""
+    tok = sampler.tokenizer
+    inputs = []
+    for i, j in cut:
+        head = list(groups[i][j].token_ids[:budget])
+        inputs.append(list(prompts[i]) + head + list(cue.after(tok, head)))
+    if not inputs:
+        return {}
+    out = sampler.generate(inputs, params, seed=derive_seed(seed, budget), n=1)
+    return {key: g[0] for key, g in zip(cut, out)}
+
+
+def _summarize(summarizer: Sampler, policy_tok: Any, task: Task, problems: Sequence[Problem],
+               groups: list[list[Completion]], cut: list[tuple[int, int]], budget: int,
+               cue_text: str, cfg: BudgetConfig, seed: int) -> Answers:
+    """The summarizer reads problem + cut reasoning (as text) and continues after the cue."""
+    if not cut:
+        return {}
+    stok = summarizer.tokenizer
+    texts = []
+    for i, j in cut:
+        head = policy_tok.decode(list(groups[i][j].token_ids[:budget]), skip_special_tokens=True)
+        sep = "" if head.endswith("\n") or cue_text.startswith("\n") else "\n"
+        texts.append(task.render_prompt(problems[i], stok) + head + sep + cue_text)
+    out = summarizer.generate(encode_prompts(stok, texts), _answer_params(cfg), seed=derive_seed(seed, budget), n=1)
+    return {key: g[0] for key, g in zip(cut, out)}
+
+
+def extend_with_wait(sampler: Sampler, task: Task, prompts: list[list[int]],
+                     groups: list[list[Completion]], cue: Cue, params: SamplingConfig,
+                     cfg: BudgetConfig, seed: int) -> list[list[Completion]]:
+    """s1 extension: a response that ended before the token limit loses its answer, gets the
+    wait cue, and continues within the remaining tokens. Others are kept as they are."""
+    tok = sampler.tokenizer
+    wait = cfg.wait_text or getattr(task, "wait_cue", lambda: "\nWait,")()
+    eos = getattr(tok, "eos_token_id", None)
+    todo, inputs, heads = [], [], []
+    for i, g in enumerate(groups):
+        for j, c in enumerate(g):
+            r = reasoning_length(c, cue.core, eos)
+            if r is None:
+                continue
+            head = list(c.token_ids[:r])
+            head += list(Cue.build(tok, wait).after(tok, head))
+            if len(head) < params.max_new_tokens:
+                todo.append((i, j))
+                inputs.append(list(prompts[i]) + head)
+                heads.append(head)
+    out = [list(g) for g in groups]
+    # one call with the largest remainder; each row is then cut to its own token limit
+    if not todo:
+        return out
+    longest = params.max_new_tokens - min(len(h) for h in heads)
+    conts = sampler.generate(inputs, replace(params, max_new_tokens=longest), seed=seed, n=1)
+    for (i, j), head, g in zip(todo, heads, conts):
+        room = params.max_new_tokens - len(head)
+        cont = g[0]
+        finish = "stop" if cont.finish_reason == "stop" and len(cont.token_ids) <= room else "length"
+        full = tuple(head + list(cont.token_ids[:room]))
+        out[i][j] = Completion(tok.decode(list(full), skip_special_tokens=True), full, finish,
+                               prompt_index=i, sample_index=j)
+    return out
+
+
+def budget_rows(task: Task, problems: Sequence[Problem], sweep: Sweep, budget: int,
+                tokenizer: Any) -> list[dict]:
+    """Per-sample rows at one budget: the text judged, correct, truncated, tokens used."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    keys, texts, used, cut_flags = [], [], [], []
+    for i, g in enumerate(sweep.groups):
+        for j, c in enumerate(g):
+            ans = sweep.answers.get(budget, {}).get((i, j))
+            cut = truncated_at(reasoning_length(c, sweep.cue.core, eos), budget)
+            if cut and ans is not None:
+                head = list(c.token_ids[:budget])
+                cue_ids = sweep.cue.after(tokenizer, head)
+                ids = head + list(cue_ids) + list(ans.token_ids)
+                texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+                used.append(len(ids))
+            else:
+                texts.append(c.text)
+                used.append(c.num_tokens)
+            keys.append((i, j))
+            cut_flags.append(cut)
+    verdicts = task.check([problems[i] for i, _ in keys], texts)
+    return [{"problem_id": problems[i].id, "sample": j, "budget": budget, "truncated": cut,
+             "tokens_used": n, "correct": v.correct, "predicted": v.predicted, "status": v.status,
+             "response": text}
+            for (i, j), cut, n, v, text in zip(keys, cut_flags, used, verdicts, texts)]
+
+
+def curve_point(label: str, budget: int, rows: Sequence[dict]) -> CurvePoint:
+    """Accuracy with a Wilson 95% interval, truncated fraction and mean tokens at one budget."""
+    n = len(rows)
+    k = sum(r["correct"] for r in rows)
+    lo, hi = wilson_interval(k, n)
+    return CurvePoint(label, budget, k / max(n, 1), lo, hi,
+                      sum(r["truncated"] for r in rows) / max(n, 1),
+                      sum(r["tokens_used"] for r in rows) / max(n, 1), n)
+
+
+def parallel_scaling(rows: Sequence[dict], num_samples: int, seed: int = 0,
+                     draws: int = 32) -> list[dict]:
+    """maj@k and unbiased pass@k for k = 1, 2, 4, ... <= num_samples, against total tokens.
+
+    rows: unconstrained (largest-budget) rows with problem_id, correct, predicted, tokens_used.
+    maj@k is the expected accuracy of a majority vote over k samples drawn without replacement
+    (averaged over `draws` seeded draws per problem; ties go to the first drawn)."""
+    by_problem: dict[str, list[dict]] = {}
+    for r in rows:
+        by_problem.setdefault(r["problem_id"], []).append(r)
+    mean_tokens = sum(r["tokens_used"] for r in rows) / max(len(rows), 1)
+    rng = random.Random(seed)
+    out = []
+    k = 1
+    while k <= num_samples:
+        maj, pk = [], []
+        for samples in by_problem.values():
+            n, c = len(samples), sum(s["correct"] for s in samples)
+            pk.append(pass_at_k(n, c, k))
+            maj.append(sum(_majority_correct(rng.sample(samples, k)) for _ in range(draws)) / draws)
+        out.append({"k": k, "total_tokens": k * mean_tokens, "maj_acc": sum(maj) / max(len(maj), 1),
+                    "pass_at_k": sum(pk) / max(len(pk), 1)})
+        k *= 2
+    return out
+
+
+def _majority_correct(samples: Sequence[dict]) -> bool:
+    counts = Counter(s["predicted"] for s in samples if s["predicted"] is not None)
+    if not counts:
+        return False
+    top = counts.most_common(1)[0][0]
+    return next(s["correct"] for s in samples if s["predicted"] == top)
+
+
+def sweep_curve(task: Task, problems: Sequence[Problem], sweep: Sweep, cfg: BudgetConfig,
+                label: str, tokenizer: Any,
+                on_point: Callable[[list[CurvePoint], list[dict]], None] | None = None,
+                ) -> tuple[list[CurvePoint], list[dict], list[dict]]:
+    """Score every budget in ascending order, calling `on_point` after each one.
+
+    Returns (points, rows of every budget, parallel-scaling points)."""
+    points: list[CurvePoint] = []
+    all_rows: list[dict] = []
+    rows: list[dict] = []
+    for b in cfg.budgets:
+        rows = budget_rows(task, problems, sweep, b, tokenizer)
+        all_rows += rows
+        points.append(curve_point(label, b, rows))
+        if on_point is not None:
+            on_point(points, rows)
+    parallel = parallel_scaling(rows, cfg.num_samples, cfg.seed) if cfg.num_samples > 1 else []
+    return points, all_rows, parallel

@@ -1,0 +1,112 @@
+"""Forced answers forked from the KV cache while the transformers backend samples.
+
+Budgeted sampling needs, for every budget B, the answer the model gives when its reasoning is
+cut after B tokens. Re-running the model over prompt + B tokens for each budget costs a
+prefill per budget (about a third of a whole generation each, measured on the embedded
+model). Instead, when the decode loop has generated exactly B tokens, the rows that still
+need an answer are copied out of the KV cache, the answer cue is fed after the truncated
+prefix, and a short answer is decoded; the main rows go on untouched (their random stream
+is not used by the forks, so they equal a plain `generate` with the same seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from core.config import SamplingConfig
+from core.sampling.hf import DecodeState, HFSampler
+from core.types import Completion
+
+# tokens generated so far by one row -> the cue ids to force an answer with, or None (no fork)
+ForkPlan = Callable[[list[int]], Sequence[int] | None]
+# budget -> (prompt index, sample index) -> the forced answer (cue excluded)
+Forks = dict[int, dict[tuple[int, int], Completion]]
+
+
+def _select_cache(cache: object, rows: torch.Tensor) -> object:
+    """A new DynamicCache holding only `rows` (batch dim) of every layer; `cache` unchanged."""
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for layer_idx, layer in enumerate(cache.layers):  # type: ignore[attr-defined]
+        out.update(layer.keys.index_select(0, rows), layer.values.index_select(0, rows), layer_idx)
+    return out
+
+
+def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad_id: int) -> DecodeState:
+    """The state that feeds, for live row rows[k], the pending token and then cues[k].
+
+    Cues of different lengths are left-padded with masked-out tokens (position ids skip
+    them), so one batch serves them all."""
+    dev = st.mask.device
+    idx = torch.tensor(rows, dtype=torch.long, device=dev)
+    width = max(len(c) for c in cues)
+    cue_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    cue_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, cue in enumerate(cues):
+        if cue:
+            cue_ids[k, width - len(cue) :] = torch.tensor(list(cue), dtype=torch.long)
+            cue_mask[k, width - len(cue) :] = 1
+    cue_ids, cue_mask = cue_ids.to(dev), cue_mask.to(dev)
+    step_ids = torch.cat([st.step_ids.index_select(0, idx), cue_ids], dim=1)
+    pos0 = st.step_pos.index_select(0, idx)
+    step_pos = torch.cat([pos0, pos0 + cue_mask.cumsum(dim=1)], dim=1)
+    mask = torch.cat([st.mask.index_select(0, idx), cue_mask], dim=1)
+    live = torch.arange(len(rows), device=dev)
+    return DecodeState(0, _select_cache(st.cache, idx), mask, step_ids, step_pos, live,
+                       [[] for _ in rows])
+
+
+def generate_forked(
+    sampler: HFSampler,
+    prompt_ids: Sequence[Sequence[int]],
+    params: SamplingConfig,
+    seed: int,
+    n: int,
+    fork_at: Sequence[int],
+    plan: ForkPlan,
+    answer_params: SamplingConfig,
+    answer_seed: int,
+    progress: bool = False,
+) -> tuple[list[list[Completion]], Forks]:
+    """Sample like `sampler.generate` and fork forced answers at each budget in `fork_at`.
+
+    At budget B (tokens generated), every row still being decoded is offered to `plan`; when it
+    returns cue ids, the answer after prompt + first B tokens + cue is decoded with
+    `answer_params` (its own seeded generator). Rows that ended before B are never forked.
+    Returns (completions grouped per prompt as `generate` does, forced answers per budget)."""
+    from tqdm.auto import tqdm
+
+    rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
+    out: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
+    forks: Forks = {b: {} for b in fork_at}
+    generator = torch.Generator(device=sampler.device).manual_seed(seed)
+    answer_gen = torch.Generator(device=sampler.device).manual_seed(answer_seed)
+    budgets = set(fork_at)
+    chunks = range(0, len(rows), params.batch_size)
+    for start in tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False):
+        chunk = rows[start : start + params.batch_size]
+
+        def hook(st: DecodeState, chunk: list[tuple[int, int]] = chunk) -> None:
+            if st.t not in budgets:
+                return
+            ks, cues = [], []
+            for k, r in enumerate(st.live.tolist()):
+                cue = plan(st.generated[r])
+                if cue is not None:
+                    ks.append(k)
+                    cues.append(cue)
+            if not ks:
+                return
+            fork = _fork_state(st, ks, cues, sampler.pad_id)
+            answers = sampler._decode([], answer_params, answer_gen, start=fork)
+            for k, ans in zip(ks, answers):
+                i, j = chunk[int(st.live[k])]
+                forks[st.t][(i, j)] = sampler._completion(ans, answer_params, i, j)
+
+        ids = sampler._decode([prompt_ids[i] for i, _ in chunk], params, generator, hook=hook)
+        for (i, j), gen in zip(chunk, ids):
+            out[i][j] = sampler._completion(gen, params, i, j)
+    return [[c for c in group if c is not None] for group in out], forks

@@ -1,0 +1,130 @@
+"""`python -m lab budget`: which checkpoints to sweep, and the sweep of each into a run folder.
+
+A model name may be an RL run (folder or id): its checkpoints are swept, starting with the
+policy it started from (step 0, the SFT model), as the paper's Figure 1 does. Anything else
+(an SFT run, a checkpoint folder, a hub id) is one model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from core.config import BudgetJob, parse_checkpoints
+from core.store import Run, is_run_dir, open_run
+from core.tasks.base import TaskError
+
+Say = Any  # Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model to sweep: curve file name, legend label, RL step (None outside RL), path."""
+
+    name: str
+    label: str
+    step: int | None
+    path: str
+
+
+def _rl_run(name: str, runs_dir: str | Path) -> Run | None:
+    for candidate in (Path(name), Path(runs_dir) / name):
+        if is_run_dir(candidate) and open_run(candidate).config().get("stage") == "rl":
+            return open_run(candidate)
+    return None
+
+
+def rl_init(run: Run, runs_dir: str | Path) -> str:
+    """The policy an RL run started from (recorded in its metrics at step 0)."""
+    from core.jobs import latest_sft_checkpoint, resolve_model_path
+
+    for m in run.metrics():
+        if m.get("step") == 0 and m.get("init"):
+            return str(m["init"])
+    init = run.config().get("config", {}).get("rl", {}).get("init", "")
+    return resolve_model_path(init, runs_dir) if init else latest_sft_checkpoint(runs_dir)
+
+
+def checkpoints_to_sweep(model: str, spec: str, runs_dir: str | Path = "runs") -> list[Checkpoint]:
+    """The models a budget sweep covers, in training order."""
+    from core.jobs import resolve_model_path
+
+    run = _rl_run(model, runs_dir)
+    if run is None:
+        path = resolve_model_path(model, runs_dir)
+        name = Path(model).name if Path(model).exists() or is_run_dir(Path(runs_dir) / model) else model
+        safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in name)
+        return [Checkpoint(safe, name, None, path)]
+    found = [(0, rl_init(run, runs_dir))] + [(s, str(p)) for s, p in run.checkpoints()]
+    if len(found) == 1:
+        raise TaskError(f"RL run {run.path} has no complete checkpoint yet")
+    chosen = parse_checkpoints(spec)
+    if chosen == "last":
+        found = found[-1:]
+    elif isinstance(chosen, tuple):
+        total = int(run.config().get("config", {}).get("rl", {}).get("steps", found[-1][0]))
+        picks = {min(found, key=lambda sp: abs(sp[0] - f * total))[0] for f in chosen}
+        found = [sp for sp in found if sp[0] in picks]
+    return [Checkpoint(f"step_{s:05d}", "SFT (step 0)" if s == 0 else f"RL step {s}", s, p)
+            for s, p in found]
+
+
+def run_budget(job: BudgetJob, run: Run, say: Say, progress: bool = True,
+               runs_dir: str | Path = "runs") -> dict:
+    """Sweep every checkpoint; each curve file grows as its budgets are scored."""
+    from core.budget import generate_sweep, sweep_curve
+    from core.jobs import load_model, make_task, resolve_model_path, task_problems
+    from core.sampling import make_sampler
+
+    t0 = time.time()
+    cfg = job.budget
+    task = make_task(job.task)
+    problems = task_problems(task, cfg.split, cfg.num_problems)
+    ckpts = checkpoints_to_sweep(job.model.name, cfg.checkpoints, runs_dir)
+    say(f"budget sweep: {len(ckpts)} checkpoint(s) x {len(problems)} {cfg.split} problems x "
+        f"{cfg.num_samples} sample(s), budgets {list(cfg.budgets)}, answers {cfg.mode}")
+    summarizer = None
+    if cfg.mode == "summarizer":
+        smodel, stok = load_model(replace(job.model, name=resolve_model_path(cfg.summarizer, runs_dir)), seed=0)
+        summarizer = make_sampler(cfg.sampling.backend, smodel, stok)
+    out: dict[str, Any] = {"acc_at_max": {}, "acc_at_min": {}, "climb": {}, "truncated_at_min": {}}
+    for ck in ckpts:
+        model, tok = load_model(replace(job.model, name=ck.path), seed=0)
+        sampler = make_sampler(cfg.sampling.backend, model, tok)
+        t1 = time.time()
+        sweep = generate_sweep(sampler, task, problems, cfg, progress, summarizer)
+        gen_s = time.time() - t1
+        base = {"name": ck.name, "checkpoint": ck.label, "step": ck.step, "path": ck.path,
+                "task": job.task.name, "mode": cfg.mode, "budgets": list(cfg.budgets),
+                "generation_s": gen_s}
+
+        def on_point(points: list, rows: list[dict], base: dict = base) -> None:
+            run.write_curve(base["name"], {**base, "complete": False, "points": [asdict(p) for p in points],
+                                           "parallel": []})
+            run.append_eval(f"budget_{base['name']}", rows)
+
+        points, _, parallel = sweep_curve(task, problems, sweep, cfg, ck.label, tok, on_point)
+        run.write_curve(ck.name, {**base, "complete": True, "points": [asdict(p) for p in points],
+                                  "parallel": parallel})
+        lo, hi = points[0], points[-1]
+        out["acc_at_max"][ck.name], out["acc_at_min"][ck.name] = hi.accuracy, lo.accuracy
+        out["climb"][ck.name] = hi.accuracy - lo.accuracy
+        out["truncated_at_min"][ck.name] = lo.truncated_frac
+        say(f"{ck.label}: " + ", ".join(f"{p.budget_tokens}: {p.accuracy:.1%}" for p in points)
+            + f" (generation {gen_s:.1f}s)")
+    _save_chart(run)
+    return {**out, "time_s": time.time() - t0}
+
+
+def _save_chart(run: Run) -> None:
+    """budget.html beside the curves: accuracy against budget, one line per checkpoint."""
+    import altair as alt
+
+    from core.charts import budget_chart, parallel_chart
+
+    curves = list(run.curves().values())
+    charts = [c for c in (budget_chart(curves), parallel_chart(curves)) if c is not None]
+    if charts:
+        alt.hconcat(*charts).save(str(run.artifact_path("budget.html")))

@@ -1,0 +1,102 @@
+"""Cost of a budget sweep against one generation at the largest budget.
+
+    python -m lab.bench.budget_sweep [--model PATH|RUN] [--problems 500] [--repeats 2]
+
+Times, in one process on the same prompts and seed, interleaved `--repeats` times (median):
+  * `generate`: one plain generation at the largest budget (the unit);
+  * `sweep`: `core.budget.generate_sweep` + scoring of all budgets (what `lab budget` does);
+  * `naive`: regenerate per budget (max_new_tokens = B), then force an answer for responses
+    the budget cut, as a sweep without sharing would.
+Model: the newest SFT run's final checkpoint under --runs-dir, or --model; without one, a
+randomly initialised embedded model, whose responses never end (every budget cuts every
+response: the worst case for forcing). Last stdout line: JSON with `ratio` (sweep /
+generate) and `naive_ratio` (naive / generate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+
+from core.budget import generate_sweep, sweep_curve
+from core.config import BudgetConfig, TaskConfig
+from core.sampling.base import derive_seed, encode_prompts
+from core.sampling.hf import HFSampler
+from core.tasks.pairsum import PairSumTask
+
+
+def _model(name: str | None, runs_dir: str) -> tuple[object, object, str]:
+    from core.jobs import latest_sft_checkpoint, resolve_model_path
+    from core.models import build_tiny_model, build_tokenizer, load_policy
+    from core.tasks.base import TaskError
+
+    if name is None:
+        try:
+            name = latest_sft_checkpoint(runs_dir)
+        except TaskError:
+            tok = build_tokenizer()
+            return build_tiny_model(tok), tok, "random embedded model"
+    model, tok = load_policy(resolve_model_path(name, runs_dir))
+    return model, tok, name
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--problems", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model, tok, label = _model(args.model, args.runs_dir)
+    task = PairSumTask(TaskConfig())
+    problems = task.problems("heldout", args.problems)
+    cfg = BudgetConfig(num_problems=args.problems)
+    sampler = HFSampler(model, tok)
+    prompts = encode_prompts(tok, [task.render_prompt(q) for q in problems])
+    top = max(cfg.budgets)
+    seed = derive_seed(cfg.seed, "budget")
+
+    def generate() -> None:
+        sampler.generate(prompts, replace(cfg.sampling, max_new_tokens=top), seed=seed)
+
+    def sweep() -> None:
+        sweep_curve(task, problems, generate_sweep(sampler, task, problems, cfg), cfg, "bench", tok)
+
+    def naive() -> None:
+        for b in cfg.budgets:  # one budget per call, no KV-cache forks: regenerate + force
+            one = replace(cfg, budgets=(b,))
+            sweep_curve(task, problems, generate_sweep(sampler, task, problems, one, fork=False),
+                        one, "naive", tok)
+
+    print(f"model: {label}; {len(problems)} problems; budgets {list(cfg.budgets)}; "
+          f"{args.threads} threads; {args.repeats} interleaved repeats")
+    generate()  # warm-up
+    # interleaved, so that load from other processes hits all three alike; ratios per repeat
+    runs = [(_timed(generate), _timed(sweep), _timed(naive)) for _ in range(args.repeats)]
+    for k, (g, s, n) in enumerate(runs):
+        print(f"repeat {k}: generate {g:.2f} s, sweep {s:.2f} s ({s / g:.2f}x), naive {n:.2f} s ({n / g:.2f}x)")
+    ratio = statistics.median(s / g for g, s, _ in runs)
+    naive_ratio = statistics.median(n / g for g, _, n in runs)
+    t_gen, t_sweep, t_naive = (statistics.median(x) for x in zip(*runs))
+    print(f"median: one generation at {top} tokens {t_gen:.2f} s; sweep over {len(cfg.budgets)} budgets "
+          f"{ratio:.2f}x; naive (regenerate per budget) {naive_ratio:.2f}x")
+    print(json.dumps({"generate_s": t_gen, "sweep_s": t_sweep, "naive_s": t_naive,
+                      "ratio": ratio, "naive_ratio": naive_ratio,
+                      "budgets": list(cfg.budgets), "problems": len(problems), "model": label}))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Budgeted sampling: truncation, forced answers from the exact truncated ids, curves, sweeps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from core.budget import (
+    Cue,
+    Sweep,
+    budget_rows,
+    curve_point,
+    find_subsequence,
+    generate_sweep,
+    parallel_scaling,
+    reasoning_length,
+    sweep_curve,
+    truncated_at,
+)
+from core.config import BudgetConfig, BudgetJob, ConfigError, SamplingConfig, build
+from core.evaluate import pass_at_k
+from core.types import Completion
+
+EOS = 1
+
+
+def _tok():
+    from core.models import build_tokenizer
+
+    return build_tokenizer()
+
+
+def _completion(tok, text: str, finish: str = "stop", i: int = 0, j: int = 0) -> Completion:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if finish == "stop":
+        ids = ids + [tok.eos_token_id]
+    return Completion(text, tuple(ids), finish, prompt_index=i, sample_index=j)
+
+
+def test_reasoning_length_and_truncation() -> None:
+    tok = _tok()
+    cue = Cue.build(tok, "answer")
+    done = _completion(tok, "try 1 + 2 = 3 = 3 ok\nanswer 1 + 2")
+    r = reasoning_length(done, cue.core, tok.eos_token_id)
+    assert r == find_subsequence(done.token_ids, cue.core) and r is not None
+    assert not truncated_at(r, r) and truncated_at(r, r - 1)
+    no_answer = _completion(tok, "try 1 + 2 = 3 < 4 larger")
+    assert reasoning_length(no_answer, cue.core, tok.eos_token_id) == len(no_answer.token_ids) - 1
+    cut = _completion(tok, "try 1 + 2 = 3 < 4 larger\ntry", finish="length")
+    assert reasoning_length(cut, cue.core, tok.eos_token_id) is None
+    assert truncated_at(None, 10_000)
+
+
+def test_cue_gets_a_newline_unless_the_prefix_ends_a_line() -> None:
+    tok = _tok()
+    cue = Cue.build(tok, "answer")
+    nl = tok("\n", add_special_tokens=False)["input_ids"]
+    mid = tok("try 1 +", add_special_tokens=False)["input_ids"]
+    assert cue.after(tok, mid) == tuple(nl) + cue.ids
+    assert cue.after(tok, mid + nl) == cue.ids
+
+
+def test_finished_before_budget_keeps_its_own_answer(pairsum_task) -> None:
+    tok = _tok()
+    p = pairsum_task.problems("heldout", 1)[0]
+    a, b = p.meta["answer"] if "answer" in p.meta else _solve(p)
+    short = _completion(tok, f"try {a} + {b} = {a + b} = {a + b} ok\nanswer {a} + {b}")
+    sweep = Sweep([[short]], {16: {}, 64: {}}, Cue.build(tok, "answer"))
+    for budget in (16, 64):
+        [row] = budget_rows(pairsum_task, [p], sweep, budget, tok)
+        assert row["correct"] and not row["truncated"] and row["tokens_used"] == short.num_tokens
+
+
+def _solve(p) -> tuple[int, int]:
+    nums, target = p.meta["numbers"], p.meta["target"]
+    return next((x, y) for k, x in enumerate(nums) for y in nums[k + 1 :] if x + y == target)
+
+
+class RecordingSampler:
+    """Wraps a sampler and records every generate call's inputs (the generic path)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.tokenizer, self.calls = inner, inner.tokenizer, []
+
+    def generate(self, prompt_ids, params, seed, n=1, progress=False):
+        self.calls.append(([list(p) for p in prompt_ids], params))
+        return self.inner.generate(prompt_ids, params, seed, n, progress)
+
+    def sync_weights(self, model) -> None:  # pragma: no cover - protocol only
+        pass
+
+
+@pytest.fixture(scope="module")
+def peaked_sampler(tiny_model_dir: Path):
+    """The tiny random model with a 20x sharper head, so greedy answers have no near-ties
+    (sampling at temperature 20 undoes the sharpening for the main samples)."""
+    import torch
+
+    from core.models import load_policy
+    from core.sampling.hf import HFSampler
+
+    model, tok = load_policy(str(tiny_model_dir))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)
+    return HFSampler(model, tok)
+
+
+CFG = BudgetConfig(budgets=(4, 8, 16, 24), num_problems=12, num_samples=2, answer_max_tokens=6,
+                   sampling=SamplingConfig(temperature=20.0, stop=("ok", "yes")))  # diverse despite the sharp head
+
+
+def test_forced_answers_continue_from_the_exact_truncated_ids(peaked_sampler, pairsum_task) -> None:
+    problems = pairsum_task.problems("heldout", CFG.num_problems)
+    rec = RecordingSampler(peaked_sampler)
+    sweep = generate_sweep(rec, pairsum_task, problems, CFG)
+    tok = peaked_sampler.tokenizer
+    prompts, _ = rec.calls[0]
+    forced = [b for b in CFG.budgets if sweep.answers[b]]
+    assert len(rec.calls) == 1 + len(forced)  # one generation, one forced pass per budget
+    for budget, (inputs, params) in zip(forced, rec.calls[1:]):
+        keys = list(sweep.answers[budget])
+        assert params.temperature == 0 and params.max_new_tokens == CFG.answer_max_tokens
+        for (i, j), ids in zip(keys, inputs):
+            head = list(sweep.groups[i][j].token_ids[:budget])
+            assert len(head) == budget  # truncation never exceeds the budget
+            assert ids == prompts[i] + head + list(sweep.cue.after(tok, head))
+        # exactly the responses whose reasoning the budget cuts are forced
+        cut = {(i, j) for i, g in enumerate(sweep.groups) for j, c in enumerate(g)
+               if truncated_at(reasoning_length(c, sweep.cue.core, tok.eos_token_id), budget)}
+        assert set(keys) == cut
+
+
+def test_kv_cache_forks_match_regenerating_each_prefix(peaked_sampler, pairsum_task) -> None:
+    """The fork path answers exactly as a fresh pass over prompt + truncated ids + cue does, and
+    leaves the main samples equal to a plain generation with the same seed."""
+    problems = pairsum_task.problems("heldout", CFG.num_problems)
+    forked = generate_sweep(peaked_sampler, pairsum_task, problems, CFG)
+    plain = generate_sweep(peaked_sampler, pairsum_task, problems, CFG, fork=False)
+    assert forked.groups == plain.groups
+    ended_early = sum(c.finish_reason == "stop" for g in plain.groups for c in g)
+    assert 0 < ended_early < CFG.num_problems * CFG.num_samples  # both kinds of rows covered
+    for b in CFG.budgets:
+        assert forked.answers[b].keys() == plain.answers[b].keys()
+        for key, ans in plain.answers[b].items():
+            assert forked.answers[b][key].token_ids == ans.token_ids, (b, key)
+
+
+def test_curve_points_and_incremental_callback(peaked_sampler, pairsum_task) -> None:
+    problems = pairsum_task.problems("heldout", CFG.num_problems)
+    sweep = generate_sweep(peaked_sampler, pairsum_task, problems, CFG)
+    seen = []
+    points, rows, parallel = sweep_curve(pairsum_task, problems, sweep, CFG, "tiny",
+                                         peaked_sampler.tokenizer, lambda pts, _: seen.append(len(pts)))
+    assert seen == [1, 2, 3, 4]
+    assert [p.budget_tokens for p in points] == list(CFG.budgets)
+    assert all(p.n == CFG.num_problems * CFG.num_samples for p in points)
+    assert all(r["tokens_used"] <= r["budget"] + 2 + CFG.answer_max_tokens for r in rows if r["truncated"])
+    assert [p["k"] for p in parallel] == [1, 2]
+    assert all(p.ci_low <= p.accuracy <= p.ci_high for p in points)
+    # truncation can only fall as the budget grows
+    fracs = [p.truncated_frac for p in points]
+    assert fracs == sorted(fracs, reverse=True)
+
+
+def test_curve_point_interval() -> None:
+    rows = [{"correct": k < 3, "truncated": k < 5, "tokens_used": 10} for k in range(10)]
+    p = curve_point("x", 8, rows)
+    assert (p.accuracy, p.truncated_frac, p.mean_tokens_used, p.n) == (0.3, 0.5, 10.0, 10)
+    assert 0.1 < p.ci_low < 0.3 < p.ci_high < 0.61
+
+
+def test_parallel_scaling_against_brute_force() -> None:
+    # 2 problems x 4 samples; problem a: answers 5,5,6,7 (5 correct); b: 1,2,2,None (2 correct)
+    rows = [{"problem_id": "a", "predicted": x, "correct": x == "5", "tokens_used": 10} for x in "5567"]
+    rows += [{"problem_id": "b", "predicted": x, "correct": x == "2", "tokens_used": 30}
+             for x in ("1", "2", "2", None)]
+    out = {p["k"]: p for p in parallel_scaling(rows, 4, draws=2000)}
+    assert out[1]["pass_at_k"] == pytest.approx(0.5)
+    assert out[2]["pass_at_k"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 2, 2)) / 2)
+    assert out[4]["maj_acc"] == 1.0  # the majority of all four samples is right for both
+    assert out[1]["maj_acc"] == pytest.approx(0.5, abs=0.05)
+    assert out[2]["total_tokens"] == 40.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"budget.budgets": "64,32"}, "ascending"),
+    ({"budget.budgets": "0,8"}, "positive"),
+    ({"budget.mode": "vote"}, "budget.mode"),
+    ({"budget.mode": "summarizer"}, "needs budget.summarizer"),
+    ({"budget.checkpoints": "0,2"}, "fractions"),
+])
+def test_bad_budget_config(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(BudgetJob, cli=override)
+
+
+def test_budgets_parse_as_ints() -> None:
+    cfg = build(BudgetJob, cli={"budget.budgets": "8,16,32"})
+    assert cfg.budget.budgets == (8, 16, 32)
+
+
+def test_summarizer_and_wait_extension_paths(peaked_sampler, pairsum_task) -> None:
+    problems = pairsum_task.problems("heldout", 6)
+    cfg = replace(CFG, num_problems=6, num_samples=1, mode="summarizer", summarizer="x", extend_wait=1)
+    rec = RecordingSampler(peaked_sampler)
+    sweep = generate_sweep(peaked_sampler, pairsum_task, problems, cfg, summarizer=rec)
+    assert len(rec.calls) == len(cfg.budgets)
+    assert all(c.num_tokens <= max(cfg.budgets) for g in sweep.groups for c in g)
+    points, _, _ = sweep_curve(pairsum_task, problems, sweep, cfg, "s", peaked_sampler.tokenizer)
+    assert len(points) == len(cfg.budgets)
+
+
+def test_checkpoints_of_an_rl_run(tmp_path: Path) -> None:
+    from core.store import new_run
+    from core.sweeps import checkpoints_to_sweep
+
+    run = new_run(tmp_path, "rl", {"rl": {"init": "", "steps": 100}}, run_id="rl-x")
+    run.log_metrics({"step": 0, "init": "/models/sft", "eval/acc": 0.5})
+    for s in (25, 50, 75, 100):
+        d = run.checkpoint_dir(s)
+        d.mkdir(parents=True)
+        run.mark_checkpoint_complete(d)
+    every = checkpoints_to_sweep(str(run.path), "all", tmp_path)
+    assert [c.step for c in every] == [0, 25, 50, 75, 100] and every[0].path == "/models/sft"
+    assert [c.step for c in checkpoints_to_sweep("rl-x", "0,0.3,0.6,1", tmp_path)] == [0, 25, 50, 100]
+    assert [c.name for c in checkpoints_to_sweep("rl-x", "last", tmp_path)] == ["step_00100"]
+
+
+def test_lab_budget_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tests.test_cli import lab, last_json
+
+    proc = lab("budget", f"model.name={tiny_model_dir}", "budget.num_problems=6", "budget.budgets=4,8,16",
+               "budget.num_samples=2", "-q", "--runs-dir", str(tmp_path), "--run-id", "b")
+    assert proc.returncode == 0, proc.stderr
+    out = last_json(proc)
+    curve = json.loads((tmp_path / "b" / "curves" / "tiny.json").read_text())
+    assert curve["complete"] and [p["budget_tokens"] for p in curve["points"]] == [4, 8, 16]
+    assert [p["k"] for p in curve["parallel"]] == [1, 2]
+    assert set(out["acc_at_max"]) == {"tiny"} and (tmp_path / "b" / "budget.html").exists()
+    rows = (tmp_path / "b" / "eval" / "budget_tiny.jsonl").read_text().splitlines()
+    assert len(rows) == 6 * 2 * 3
+
+
+def test_lab_budget_needs_a_trained_model(tmp_path: Path) -> None:
+    from tests.test_cli import lab
+
+    proc = lab("budget", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "needs a trained model" in proc.stderr
+    assert not any(tmp_path.iterdir())
