@@ -202,6 +202,9 @@ def test_rollouts_filters_and_other_step(runs_dir: Path, monkeypatch) -> None:
     assert at.sidebar.select_slider[0].value == 2
     captions = " ".join(c.value for c in at.caption)
     assert "not kept" in captions and "kept" in captions
+    link = next(m.value for m in at.markdown if "Open this prompt" in m.value)
+    assert "step=4" in link and "prompt=" in link  # the other step defaults to the last one
+    assert sum("finish" in c.value for c in at.caption) == 8  # 4 samples here + 4 at step 4
     at.multiselect[0].select("truncated")
     at.run()
     assert not at.exception

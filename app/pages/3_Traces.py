@@ -34,6 +34,7 @@ from core.dashboard import (  # noqa: E402
 from core.store import Run  # noqa: E402
 
 PAGE_SIZE = 10
+STATS_ROWS = 2000  # structure figures over at most this many responses (parsing costs ~25 us each)
 ONLY = {"all": "all responses", "failed_then_fixed": "failed, then fixed",
         "reflection": "with reflection words", "verified": "with a verification", "wrong": "wrong"}
 
@@ -68,11 +69,12 @@ if source == "RL rollouts":
     stats = load_trace_stats(run, spread(steps, k), task)
     st.subheader("Per step")
     per_response = stats.stat == "reflection_words_mean"
-    for part, title in ((stats[~per_response], "share of responses"),
-                        (stats[per_response], "reflection words per response")):
-        st.altair_chart(alt.Chart(part, title=title, height=220).mark_line(point=True).encode(
+    for col, part, title in zip(st.columns([3, 2]), (stats[~per_response], stats[per_response]),
+                                ("share of responses", "reflection words per response")):
+        col.altair_chart(alt.Chart(part, title=title, height=220).mark_line(point=True).encode(
             x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)), y=alt.Y("value:Q", title=title),
-            color=alt.Color("stat:N", scale=alt.Scale(scheme="category10")),
+            color=alt.Color("stat:N", scale=alt.Scale(scheme="category10"),
+                            legend=alt.Legend(orient="bottom")),
             tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
     step = st.sidebar.select_slider("Step to browse", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
     rows = load_samples(run, step)
@@ -85,13 +87,15 @@ left, right = st.columns([2, 3])
 only = left.selectbox("Show", list(ONLY), format_func=ONLY.get, key="only")
 query = right.text_input("Search responses")
 shown = filter_traces(rows, task, only, query)
-feats = pd.DataFrame([trace_features(r, task) for r in shown[:2000]])
+feats = pd.DataFrame([trace_features(r, task) for r in shown[:STATS_ROWS]])
 cols = st.columns(4)
 cols[0].metric("responses shown", f"{len(shown)} / {len(rows)}")
 if not feats.empty:
     cols[1].metric("failed, then fixed", f"{feats.failed_then_fixed.mean():.1%}")
     cols[2].metric("with reflection words", f"{(feats.reflection_words > 0).mean():.1%}")
     cols[3].metric("attempts per response", f"{feats.attempts.mean():.2f}")
+if len(shown) > STATS_ROWS:
+    st.caption(f"Figures over the first {STATS_ROWS} responses shown.")
 if not shown:
     st.stop()
 
