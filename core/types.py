@@ -29,7 +29,9 @@ class Completion:
     `token_ids` are the generated ids only (prompt excluded), cut after the end-of-sequence
     token or the first stop string; `num_tokens == len(token_ids)`. `finish_reason` is "stop"
     when the model ended on its own (EOS or a stop string) and "length" when it hit
-    `max_new_tokens`.
+    `max_new_tokens`. `token_logprobs`, when the backend reports them, are log pi(token | prefix)
+    of each generated token under the untempered distribution (temperature 1, no top-p/min-p),
+    as the trainer scores them; None otherwise.
     """
 
     text: str
@@ -37,6 +39,7 @@ class Completion:
     finish_reason: FinishReason
     prompt_index: int = 0
     sample_index: int = 0
+    token_logprobs: tuple[float, ...] | None = None
 
     @property
     def num_tokens(self) -> int:

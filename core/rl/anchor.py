@@ -4,32 +4,62 @@ T1 uses a *dynamic* anchor: an exponential moving average of the policy, so the 
 drift far from the SFT model over training while each step stays close to the recent past.
 Modes: "ema" (every step), "reset" (hard copy every `reset_every` steps), "frozen" (the SFT
 model: the classic baseline), "none" (no reference; beta must be 0).
+
+With LoRA only the adapters train, so the anchor is an EMA of the adapter tensors alone (the
+frozen base is shared): its log-probs come from the policy with the anchor's adapter values
+swapped in for one no-grad pass. Without LoRA the anchor is a full frozen copy of the model.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from core.rl.algos import ema_
+from core.rl.batch import RolloutBatch, logprobs_no_grad
+
+
+def adapter_params(policy: Any) -> dict[str, torch.Tensor]:
+    """The trainable LoRA tensors of a PEFT policy, by parameter name."""
+    return {n: p for n, p in policy.named_parameters() if p.requires_grad and "lora_" in n}
 
 
 class Anchor:
-    """A frozen copy of the policy, updated by the rule of `mode`."""
+    """A frozen copy of the policy (or of its adapters, with `lora`), updated by the rule of `mode`."""
 
-    def __init__(self, policy: Any, mode: str, rate: float, reset_every: int) -> None:
-        self.mode, self.rate, self.reset_every = mode, rate, reset_every
-        self.model = None
-        if mode != "none":
-            self.model = copy.deepcopy(policy).eval()
-            for p in self.model.parameters():
-                p.requires_grad_(False)
+    def __init__(self, policy: Any, mode: str, rate: float, reset_every: int, lora: bool = False) -> None:
+        self.mode, self.rate, self.reset_every, self.lora = mode, rate, reset_every, lora
+        self.model: Any = None
+        self.adapters: dict[str, torch.Tensor] = {}
+        if mode == "none":
+            return
+        if lora:
+            self.adapters = {n: p.detach().clone() for n, p in adapter_params(policy).items()}
+            if not self.adapters:
+                raise ValueError("anchor with lora=True needs a PEFT policy with LoRA adapters")
+            return
+        self.model = copy.deepcopy(policy).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    def _tensors(self, policy: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(anchor tensors, the matching policy tensors), in the same order."""
+        if self.lora:
+            live = adapter_params(policy)
+            return list(self.adapters.values()), [live[n] for n in self.adapters]
+        return list(self.model.parameters()), list(policy.parameters())
 
     def update(self, policy: Any, step: int) -> None:
         """After optimizer step `step` (1-based)."""
-        if self.model is None or self.mode == "frozen":
+        if not self.active or self.mode == "frozen":
             return
         if self.mode == "ema":
             rate = self.rate
@@ -37,16 +67,40 @@ class Anchor:
             rate = 0.0
         else:
             return
-        ema_(list(self.model.parameters()), list(policy.parameters()), rate)
+        ema_(*self._tensors(policy), rate)
 
-    @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        assert self.model is not None
-        return self.model(input_ids=input_ids).logits
+    @contextmanager
+    def _swapped_in(self, policy: Any) -> Iterator[None]:
+        """The policy's adapters hold the anchor's values inside the block, their own after."""
+        anchor, live = self._tensors(policy)
+        saved = [p.detach().clone() for p in live]
+        with torch.no_grad():
+            for p, a in zip(live, anchor, strict=True):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(live, saved, strict=True):
+                    p.copy_(s)
+
+    def logprobs(self, policy: Any, batch: RolloutBatch, micro: int, bf16: bool) -> torch.Tensor:
+        """log pi_ref of the batch's next tokens, [B, L-1], without a graph."""
+        if not self.lora:
+            return logprobs_no_grad(self.model, batch, micro, bf16)
+        with self._swapped_in(policy):
+            return logprobs_no_grad(policy, batch, micro, bf16)
 
     def state_dict(self) -> dict[str, Any]:
+        if self.lora:
+            return {n: t.clone() for n, t in self.adapters.items()}
         return {} if self.model is None else self.model.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.model is not None and state:
+        if not state:
+            return
+        if self.lora:
+            for n, t in self.adapters.items():
+                t.copy_(state[n])
+        elif self.model is not None:
             self.model.load_state_dict(state)

@@ -42,6 +42,18 @@ def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], p
     return RolloutBatch(ids.to(device), mask.to(device))
 
 
+def place_logprobs(prompts: Sequence[Sequence[int]], logprobs: Sequence[Sequence[float]],
+                   batch: RolloutBatch) -> torch.Tensor:
+    """Per-token log-probs reported by the sampler, laid out like `batch.mask`: [B, L-1].
+
+    Row i gets logprobs[i] at positions len(prompt_i) - 1 ... (where `mask` is 1), 0 elsewhere.
+    """
+    out = torch.zeros(batch.mask.shape)
+    for i, (p, lp) in enumerate(zip(prompts, logprobs)):
+        out[i, len(p) - 1 : len(p) - 1 + len(lp)] = torch.tensor(lp, dtype=torch.float32)
+    return out.to(batch.mask.device)
+
+
 def forward_stats(
     model: Any, batch: RolloutBatch, with_entropy: bool, bf16: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -5,15 +5,17 @@ Simplified from the paper, on purpose and configurable: K=8 samples per prompt i
 1M-parameter model. The KL to the anchor is the sum of per-token log-ratios (k1) of each
 response, centred over its group and folded into the reward with weight beta (T1); the entropy
 bonus enters the loss. Penalised samples (-1) are left out of the RLOO baseline.
+
+Speed: the sampling policy's log-probs come from the sampler, which computes them while
+decoding (saving a forward pass); the update is on-policy REINFORCE unless the PPO clip is on,
+so its ratio is exactly 1 and needs no stored log-probs.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,32 +23,25 @@ from tqdm.auto import tqdm
 
 from core.config import EvalConfig, RLConfig, SamplingConfig
 from core.evaluate import evaluate
-from core.rewards import RewardParts, score
+from core.rewards import score
 from core.rl import algos
-from core.rl.anchor import Anchor
-from core.rl.batch import RolloutBatch, forward_stats, logprobs_no_grad, pack
+from core.rl.anchor import Anchor, adapter_params
+from core.rl.batch import RolloutBatch, forward_stats, logprobs_no_grad, pack, place_logprobs
+from core.rl.oversample import all_equal, select_groups
+from core.rl.report import PhaseTimer, Rollouts, rollout_metrics, rollout_rows
 from core.sampling.base import Sampler, derive_seed, encode_prompts
 from core.sft import warmup_cosine
 from core.tasks.base import Task
 from core.types import Completion, Problem
 
-
-@dataclass
-class Rollouts:
-    """One step's samples, grouped [G][K], with everything later phases add."""
-
-    problems: list[Problem]
-    prompt_ids: list[list[int]]
-    groups: list[list[Completion]]
-    parts: list[list[RewardParts]] = field(default_factory=list)
-    used: list[bool] = field(default_factory=list)  # per group, after selection
-
-    def flat(self) -> list[tuple[int, Completion]]:
-        return [(g, c) for g, group in enumerate(self.groups) for c in group]
+__all__ = ["PhaseTimer", "Rollouts", "Trainer", "heldout_eval", "train"]
 
 
 class Trainer:
-    """Holds policy, optimizer, anchor and the data position; `step()` runs one iteration."""
+    """Holds policy, optimizer, anchor and the data position; `step()` runs one iteration.
+
+    With `cfg.lora` the policy must already carry its LoRA adapters (PEFT); only they train.
+    """
 
     def __init__(self, policy: Any, tokenizer: Any, sampler: Sampler, task: Task,
                  train: list[Problem], cfg: RLConfig) -> None:
@@ -56,11 +51,12 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
-        self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every)
+        self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every, lora=cfg.lora)
         self.step_idx = 0
         self._order: tuple[int, list[int]] = (-1, [])
         self.device = str(next(policy.parameters()).device)
         self.params = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+        self.num_drawn = cfg.num_samples_drawn or cfg.num_generations
 
     def _epoch_order(self, epoch: int) -> list[int]:
         """The shuffled problem order of `epoch` (a pure function of seed and epoch; cached)."""
@@ -72,7 +68,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- phases
     def sample(self) -> Rollouts:
-        """Prompts at the data position (an epoch-seeded shuffle) x K samples at temperature."""
+        """Prompts at the data position (an epoch-seeded shuffle) x N samples at temperature."""
         g = self.cfg.prompts_per_step
         start = self.step_idx * g
         epoch, offset = divmod(start, len(self.train))
@@ -81,61 +77,98 @@ class Trainer:
         problems = [self.train[i] for i in idx]
         prompt_ids = encode_prompts(self.tok, [self.task.render_prompt(p, self.tok) for p in problems])
         groups = self.sampler.generate(prompt_ids, self.params, seed=derive_seed(self.cfg.seed, "rl", self.step_idx),
-                                       n=self.cfg.num_generations)
+                                       n=self.num_drawn)
         return Rollouts(problems, prompt_ids, groups)
 
     def reward(self, r: Rollouts) -> None:
-        flat = r.flat()
-        verdicts = self.task.check([r.problems[g] for g, _ in flat], [c.text for _, c in flat])
+        """Correctness from the task's verifier, replaced by -1 when a penalty fires; every drawn sample."""
+        flat = [(g, comp) for g, group in enumerate(r.groups) for comp in group]
+        verdicts = self.task.check([r.problems[g] for g, _ in flat], [comp.text for _, comp in flat])
         c = self.cfg
         parts = [score(comp, v, penalize_overlong=c.penalize_overlong, penalize_repetition=c.penalize_repetition,
                        penalize_garbled=c.penalize_garbled, repeat_chars=c.repeat_chars, repeat_count=c.repeat_count)
                  for (_, comp), v in zip(flat, verdicts)]
-        k = c.num_generations
-        r.parts = [parts[i * k : (i + 1) * k] for i in range(len(r.groups))]
+        n = self.num_drawn
+        r.parts = [parts[i * n : (i + 1) * n] for i in range(len(r.groups))]
 
     def select(self, r: Rollouts) -> None:
-        """Dynamic filtering (optional): a group whose rewards are all equal teaches nothing."""
-        r.used = [not (self.cfg.drop_equal_groups and len({p.reward for p in parts}) == 1) for parts in r.parts]
+        """Oversampling keeps K of the N drawn per group (`oversample_rule`); dynamic filtering
+        (optional) then drops groups whose kept rewards are all equal: they teach nothing."""
+        rewards = [[p.reward for p in parts] for parts in r.parts]
+        seed = derive_seed(self.cfg.seed, "oversample", self.step_idx)
+        r.kept = select_groups(rewards, self.cfg.num_generations, self.cfg.oversample_rule, seed)
+        r.used = [not (self.cfg.drop_equal_groups and all_equal([x for x, k in zip(rw, kp) if k]))
+                  for rw, kp in zip(rewards, r.kept)]
 
-    def advantages(self, r: Rollouts, batch: RolloutBatch, old_logp: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """RLOO (or GRPO) advantages on KL-shaped rewards; returns ([G*K], figures)."""
+    def logprobs(self, prompts: list[list[int]], comps: list[Completion],
+                 batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log pi_old, log pi_ref) of the batch's tokens, [B, L-1] each (ref None without anchor).
+
+        pi_old is the sampling policy: the sampler's own fp32 log-probs when it reports them, else
+        a no-grad pass. The anchor pass matches that precision, so identical policies give KL 0.
+        """
+        c = self.cfg
+        if all(comp.token_logprobs is not None for comp in comps):
+            old = place_logprobs(prompts, [comp.token_logprobs or () for comp in comps], batch)
+            bf16 = False
+        else:
+            old = logprobs_no_grad(self.policy, batch, c.micro_batch_size, c.bf16_autocast)
+            bf16 = c.bf16_autocast
+        ref = self.anchor.logprobs(self.policy, batch, c.micro_batch_size, bf16) if self.anchor.active else None
+        return old, ref
+
+    def advantages(self, r: Rollouts, batch: RolloutBatch, old_logp: torch.Tensor,
+                   ref_logp: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """RLOO (or GRPO) advantages on KL-shaped rewards of the kept samples; ([G*K], figures)."""
         k = self.cfg.num_generations
-        rewards = torch.tensor([[p.reward for p in parts] for parts in r.parts])
-        valid = torch.tensor([[not p.penalised for p in parts] for parts in r.parts])
+        kept = r.kept_flat()
+        rewards = torch.tensor([p.reward for _, _, p in kept]).view(-1, k)
+        valid = torch.tensor([not p.penalised for _, _, p in kept]).view(-1, k)
         seq_kl = torch.zeros_like(rewards)
-        if self.anchor.model is not None:
-            ref_logp = logprobs_no_grad(self.anchor.model, batch, self.cfg.micro_batch_size, self.cfg.bf16_autocast)
+        if ref_logp is not None:
             seq_kl = algos.sequence_sum(algos.kl_per_token(old_logp, ref_logp, "k1"), batch.mask).view(-1, k).cpu()
         shaped = algos.kl_shaped_rewards(rewards, seq_kl, self.cfg.beta)
         adv = algos.rloo_advantages(shaped, valid) if self.cfg.advantage == "rloo" else algos.grpo_advantages(shaped)
         used = torch.tensor(r.used).unsqueeze(-1).expand_as(adv)
         adv = torch.where(used, adv, torch.zeros_like(adv))
-        return adv.reshape(-1).to(self.device), {"kl/anchor": float(seq_kl.mean()), "reward/shaped_mean": float(shaped.mean())}
+        return adv.reshape(-1).to(self.device), {"kl/anchor": float(seq_kl.mean()),
+                                                 "reward/shaped_mean": float(shaped.mean())}
 
     def update(self, batch: RolloutBatch, old_logp: torch.Tensor, adv: torch.Tensor) -> dict:
-        """Token-level policy gradient + entropy bonus, micro-batched, clipped, one optimizer step per epoch."""
+        """Token-level policy gradient + entropy bonus, micro-batched, clipped, one optimizer step per epoch.
+
+        On-policy (no clip, one epoch) the ratio is exp(logp - logp.detach()) = 1: plain
+        REINFORCE. A non-finite loss raises FloatingPointError before any weight changes.
+        """
         c, n_tokens = self.cfg, batch.mask.sum().clamp(min=1)
         clip = (c.clip_low, c.clip_high) if c.clip else None
+        on_policy = clip is None and c.ppo_epochs == 1
+        mb = c.micro_batch_size
         stats = {"loss/policy": 0.0, "loss/entropy": 0.0}
         for _ in range(c.ppo_epochs):
             self.opt.zero_grad(set_to_none=True)
-            for s in range(0, len(batch), c.micro_batch_size):
-                part = batch.slice(s, s + c.micro_batch_size)
+            for s in range(0, len(batch), mb):
+                part = batch.slice(s, s + mb)
                 logp, ent = forward_stats(self.policy, part, with_entropy=True, bf16=c.bf16_autocast)
-                width = logp.size(1)
+                old = logp.detach() if on_policy else old_logp[s : s + mb, : logp.size(1)]
                 weight = part.mask.sum() / n_tokens  # token-mean over the whole batch
-                pg = algos.policy_loss(logp, old_logp[s : s + c.micro_batch_size, :width], adv[s : s + c.micro_batch_size], part.mask, clip)
+                pg = algos.policy_loss(logp, old, adv[s : s + mb], part.mask, clip)
                 entropy = algos.masked_mean(ent, part.mask)
-                ((pg - c.entropy_coef * entropy) * weight).backward()
+                loss = (pg - c.entropy_coef * entropy) * weight
+                self._check_finite(float(loss.detach()), "loss")
+                loss.backward()
                 stats["loss/policy"] += float(pg.detach()) * float(weight) / c.ppo_epochs
                 stats["loss/entropy"] += float(entropy.detach()) * float(weight) / c.ppo_epochs
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
-            if not math.isfinite(float(grad_norm)):
-                raise FloatingPointError(f"non-finite gradient norm at RL step {self.step_idx + 1}")
+            self._check_finite(float(grad_norm), "gradient norm")
             self.opt.step()
         self.sched.step()
         return {**stats, "optim/grad_norm": float(grad_norm), "optim/lr": self.sched.get_last_lr()[0]}
+
+    def _check_finite(self, value: float, what: str) -> None:
+        if not math.isfinite(value):
+            raise FloatingPointError(f"RL step {self.step_idx + 1}: the {what} is {value}; "
+                                     "stopped before updating the weights")
 
     # ---------------------------------------------------------------- one step
     def step(self) -> tuple[dict, list[dict]]:
@@ -144,12 +177,14 @@ class Trainer:
             r = self.sample()
         with timer("reward"):
             self.reward(r)
+        with timer("select"):
             self.select(r)
         with timer("advantages"):
-            flat = r.flat()
-            batch = pack([r.prompt_ids[g] for g, _ in flat], [c.token_ids for _, c in flat], self.tok.pad_token_id, self.device)
-            old_logp = logprobs_no_grad(self.policy, batch, self.cfg.micro_batch_size, self.cfg.bf16_autocast)
-            adv, kl_stats = self.advantages(r, batch, old_logp)
+            kept = r.kept_flat()
+            prompts = [r.prompt_ids[g] for g, _, _ in kept]
+            batch = pack(prompts, [c.token_ids for _, c, _ in kept], self.tok.pad_token_id, self.device)
+            old_logp, ref_logp = self.logprobs(prompts, [c for _, c, _ in kept], batch)
+            adv, kl_stats = self.advantages(r, batch, old_logp, ref_logp)
         with timer("update"):
             upd = self.update(batch, old_logp, adv)
         self.step_idx += 1
@@ -161,67 +196,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:
+        """Everything but the base weights: with LoRA the adapter tensors too."""
+        adapters = {n: p.detach().clone() for n, p in adapter_params(self.policy).items()} if self.cfg.lora else {}
         return {"step": self.step_idx, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "anchor": self.anchor.state_dict(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}
+                "anchor": self.anchor.state_dict(), "adapters": adapters,
+                "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}
 
     def load_state(self, state: dict) -> None:
         self.step_idx = state["step"]
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.anchor.load_state_dict(state["anchor"])
+        live = adapter_params(self.policy)
+        with torch.no_grad():
+            for name, tensor in state.get("adapters", {}).items():
+                live[name].copy_(tensor)
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
-
-
-class PhaseTimer:
-    """Wall seconds per named phase: `with timer("sample"): ...` -> seconds["time/sample_s"]."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self) -> None:
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc: object) -> None:
-                timer.seconds[f"time/{name}_s"] = time.perf_counter() - self.t0
-
-        return _Ctx()
-
-
-def rollout_metrics(r: Rollouts) -> dict[str, float]:
-    parts = [p for group in r.parts for p in group]
-    comps = [c for group in r.groups for c in group]
-    n = len(parts)
-    lengths = [c.num_tokens for c in comps]
-    solved = [sum(p.correct for p in g) / len(g) for g in r.parts]
-    return {
-        "reward/mean": sum(p.reward for p in parts) / n,
-        "rollout/acc": sum(p.correct and not p.penalised for p in parts) / n,
-        "rollout/group_pass_frac": sum(s > 0 for s in solved) / len(solved),
-        "rollout/group_all_solved_frac": sum(s == 1 for s in solved) / len(solved),
-        "rollout/len_mean": sum(lengths) / n, "rollout/len_max": max(lengths), "rollout/tokens": sum(lengths),
-        "rollout/truncated_frac": sum(c.finish_reason == "length" for c in comps) / n,
-        "penalty/overlong": sum(p.overlong for p in parts), "penalty/repetitive": sum(p.repetitive for p in parts),
-        "penalty/garbled": sum(p.garbled for p in parts),
-        "select/drawn": n, "select/kept": sum(len(g) for g, u in zip(r.groups, r.used) if u),
-        "select/groups_dropped": sum(not u for u in r.used),
-    }
-
-
-def rollout_rows(r: Rollouts, adv: Sequence[float]) -> list[dict]:
-    rows, i = [], 0
-    for g, (p, group, parts) in enumerate(zip(r.problems, r.groups, r.parts)):
-        for c, part in zip(group, parts):
-            rows.append({"problem_id": p.id, "question": p.question, "sample": c.sample_index, "response": c.text,
-                         "num_tokens": c.num_tokens, "finish_reason": c.finish_reason, "correct": part.correct,
-                         "overlong": part.overlong, "repetitive": part.repetitive, "garbled": part.garbled,
-                         "reward": part.reward, "advantage": adv[i], "used": r.used[g]})
-            i += 1
-    return rows
 
 
 def heldout_eval(sampler: Sampler, task: Task, problems: list[Problem], max_new_tokens: int, seed: int) -> dict:

@@ -1,0 +1,143 @@
+"""The Trainer in process on a tiny model: sampler log-probs, oversampling rows, LoRA, NaN stop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.config import RLConfig, SamplingConfig
+from core.rl import algos
+from core.rl.batch import logprobs_no_grad, pack, place_logprobs
+
+SMALL = dict(steps=4, prompts_per_step=3, num_generations=4, max_new_tokens=12, micro_batch_size=12,
+             lr=1e-2, warmup_steps=1, eval_every=0, seed=0)
+
+
+def make_trainer(model_dir, pairsum_task, lora: bool = False, **overrides):
+    from core.models import load_policy
+    from core.rl.loop import Trainer
+    from core.sampling.hf import HFSampler
+    from core.sft import apply_lora
+
+    cfg = RLConfig(**{**SMALL, "lora": lora, **overrides})
+    cfg.validate()
+    policy, tok = load_policy(str(model_dir), dtype=torch.float32, device="cpu", attn_implementation="eager")
+    if lora:
+        policy = apply_lora(policy, cfg)
+    train = pairsum_task.problems("train", 64)
+    return Trainer(policy, tok, HFSampler(policy, tok), pairsum_task, train, cfg)
+
+
+def test_sampler_logprobs_match_a_full_forward(tiny_model_dir, pairsum_task) -> None:
+    """The decoding loop's log-probs of the sampled tokens are the untempered ones the trainer
+    would compute in a separate pass (left-padded KV-cache decode vs right-padded full forward)."""
+    from core.models import load_policy
+    from core.sampling.hf import HFSampler
+
+    policy, tok = load_policy(str(tiny_model_dir), dtype=torch.float32, device="cpu", attn_implementation="eager")
+    prompts = [tok(pairsum_task.render_prompt(p, tok), add_special_tokens=False)["input_ids"]
+               for p in pairsum_task.problems("train", 3)]
+    groups = HFSampler(policy, tok).generate(prompts, SamplingConfig(temperature=1.2, max_new_tokens=16), seed=3, n=3)
+    flat = [(prompts[i], c) for i, g in enumerate(groups) for c in g]
+    assert all(c.token_logprobs is not None and len(c.token_logprobs) == c.num_tokens for _, c in flat)
+    batch = pack([p for p, _ in flat], [c.token_ids for _, c in flat], tok.pad_token_id, "cpu")
+    reported = place_logprobs([p for p, _ in flat], [c.token_logprobs for _, c in flat], batch)
+    recomputed = logprobs_no_grad(policy, batch, micro=len(flat)) * batch.mask
+    assert torch.allclose(reported, recomputed, atol=1e-4)
+    assert (reported[batch.mask > 0] < 0).all()
+
+
+def test_oversampling_keeps_k_of_n_and_marks_rows(tiny_model_dir, pairsum_task) -> None:
+    trainer = make_trainer(tiny_model_dir, pairsum_task, num_samples_drawn=6, oversample_rule="random",
+                           drop_equal_groups=True)
+    metrics, rows = trainer.step()
+    assert metrics["oversample/drawn"] == 18 and metrics["oversample/kept"] == 12
+    assert len(rows) == 18 and sum(r["kept"] for r in rows) == 12
+    for g in range(3):
+        group = rows[g * 6 : (g + 1) * 6]
+        assert sum(r["kept"] for r in group) == 4
+        kept_rewards = {r["reward"] for r in group if r["kept"]}
+        assert all(r["used"] == (len(kept_rewards) > 1) for r in group if r["kept"])
+    assert all(r["advantage"] is None and not r["used"] for r in rows if not r["kept"])
+    assert metrics["oversample/dropped_groups"] == sum(
+        len({r["reward"] for r in rows[g * 6 : (g + 1) * 6] if r["kept"]}) == 1 for g in range(3))
+
+
+def test_lora_two_steps_train_adapters_only(tiny_model_dir, pairsum_task) -> None:
+    trainer = make_trainer(tiny_model_dir, pairsum_task, lora=True, lora_r=4, lr=5e-2, anchor_rate=0.5)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    adapters = {n for n in before if "lora_" in n}
+    assert adapters and set(trainer.anchor.state_dict()) == adapters  # the anchor holds adapters only
+    for _ in range(2):
+        trainer.step()
+    after = dict(trainer.policy.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in adapters)
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in adapters)
+    anchor = trainer.anchor.state_dict()
+    moved = [n for n in adapters if not torch.equal(anchor[n], before[n])]
+    assert moved and all(not torch.equal(anchor[n], after[n].detach()) for n in moved)  # an EMA between
+    assert set(trainer.state()["adapters"]) == adapters
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_model_dir, monkeypatch,
+                                                                  capsys) -> None:
+    from safetensors.torch import load_file
+
+    from lab.cli import main
+
+    real, calls = algos.policy_loss, []
+
+    def nan_at_step_3(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss  # one micro-batch per step
+
+    monkeypatch.setattr(algos, "policy_loss", nan_at_step_3)
+    code = main(["rl", "-q", "--runs-dir", str(tmp_path), "--run-id", "nan", f"rl.init={tiny_model_dir}",
+                 "rl.steps=4", "rl.prompts_per_step=2", "rl.num_generations=2", "rl.max_new_tokens=8",
+                 "rl.micro_batch_size=4", "rl.eval_problems=4", "rl.eval_every=0", "rl.save_every=1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(err) == 1  # one line (besides the loaders' progress bars)
+    assert "RL step 3: the loss is nan" in err[0] and "last good checkpoint" in err[0] and "step_2" in err[0]
+    ckpts = tmp_path / "nan" / "checkpoints"
+    assert (ckpts / "step_2" / "COMPLETE").exists() and not (ckpts / "step_3").exists()
+    weights = load_file(str(ckpts / "step_2" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    logged = [json.loads(x)["step"] for x in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) == 2
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"num_generations": 1}, "num_generations must be >= 2"),
+    ({"anchor": "none"}, "beta > 0 needs an anchor"),
+    ({"micro_batch_size": 5}, "must divide"),
+    ({"num_samples_drawn": 3}, "num_samples_drawn (3) must be 0 or >="),
+    ({"oversample_rule": "best"}, "oversample_rule"),
+    ({"ppo_epochs": 2}, "ppo_epochs > 1 needs rl.clip"),
+])
+def test_bad_settings_are_refused_by_validation(bad, message) -> None:
+    from core.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        RLConfig(**{**SMALL, **bad}).validate()
+    assert message in str(e.value)
+
+
+def test_ablation_switches_from_the_command_line() -> None:
+    from core.config import RLJob, build
+    from lab.cli import _parse_overrides
+
+    job = build(RLJob, {}, _parse_overrides([
+        "rl.num_generations=16", "rl.micro_batch_size=32", "rl.temperature=0.9", "rl.penalize_overlong=false",
+        "rl.penalize_repetition=false", "rl.penalize_garbled=false", "rl.anchor=frozen", "rl.entropy_coef=0",
+        "rl.num_samples_drawn=24", "rl.oversample_rule=random", "rl.lora=true", "rl.lora_r=8"]))
+    rl = job.rl
+    assert (rl.num_generations, rl.temperature, rl.anchor, rl.entropy_coef) == (16, 0.9, "frozen", 0.0)
+    assert not (rl.penalize_overlong or rl.penalize_repetition or rl.penalize_garbled)
+    assert (rl.num_samples_drawn, rl.oversample_rule, rl.lora, rl.lora_r) == (24, "random", True, 8)
+    for mode in ("ema", "reset", "frozen"):
+        assert build(RLJob, {}, _parse_overrides([f"rl.anchor={mode}"])).rl.anchor == mode
+    off = build(RLJob, {}, _parse_overrides(["rl.anchor=none", "rl.beta=0"])).rl
+    assert (off.anchor, off.beta) == ("none", 0.0)
