@@ -1,9 +1,11 @@
 """What every dashboard page shares: the runs-folder input, run pickers and cached loads.
 
-Loads go through core.store and are cached with st.cache_data keyed on the file's (path,
-mtime_ns, size), so a page rerun costs nothing until a run appends to the file. Folders
-(samples/, curves/) are keyed on the folder's mtime: adding or atomically replacing a file in
-it renames an entry, which bumps the folder's mtime. Nothing here imports torch.
+Loads of the JSONL files (metrics, rollouts, traces, eval rows) go through core.store and are
+cached with st.cache_data keyed on the file's (path, inode, mtime_ns, size), so a page rerun
+costs nothing until a run appends to the file (the size grows) or rewrites it (a new inode).
+Folder listings and the small curve files are read afresh on every rerun: a folder's mtime
+ticks too coarsely to key a cache on (two changes within a few ms look the same), and a live
+sweep must never show a stale curve. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ import streamlit as st  # noqa: E402
 from core.dashboard import trace_step_stats  # noqa: E402
 from core.store import Run, StoreError, list_runs  # noqa: E402
 
-FileKey = tuple[str, int, int]
+FileKey = tuple[str, int, int, int]
 RUNS_ENV = "T1LAB_RUNS"
 
 
 def file_key(path: Path) -> FileKey:
-    """(path, mtime_ns, size) of a file or folder; (path, 0, -1) when it does not exist."""
+    """(path, inode, mtime_ns, size) of a file; (path, 0, 0, -1) when it does not exist."""
     try:
         stat = os.stat(path)
     except OSError:
-        return str(path), 0, -1
-    return str(path), stat.st_mtime_ns, stat.st_size
+        return str(path), 0, 0, -1
+    return str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 # ------------------------------------------------------------------ cached loads (one per file)
@@ -49,11 +51,6 @@ def _samples(run_path: str, step: int, key: FileKey) -> list[dict]:
     return Run(Path(run_path)).samples(step)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _sample_steps(run_path: str, key: FileKey) -> list[int]:
-    return Run(Path(run_path)).sample_steps()
-
-
 @st.cache_data(max_entries=8, show_spinner=False)
 def _traces(run_path: str, key: FileKey) -> list[dict]:
     return Run(Path(run_path)).traces()
@@ -62,11 +59,6 @@ def _traces(run_path: str, key: FileKey) -> list[dict]:
 @st.cache_data(max_entries=16, show_spinner=False)
 def _eval_rows(run_path: str, name: str, key: FileKey) -> list[dict]:
     return Run(Path(run_path)).eval_rows(name)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _curves(run_path: str, key: FileKey) -> dict[str, dict]:
-    return Run(Path(run_path)).curves()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -88,7 +80,7 @@ def load_samples(run: Run, step: int) -> list[dict]:
 
 def load_sample_steps(run: Run) -> list[int]:
     """Steps with a rollouts file, sorted."""
-    return _sample_steps(str(run.path), file_key(run.samples_dir))
+    return run.sample_steps()
 
 
 def load_traces(run: Run) -> list[dict]:
@@ -104,7 +96,7 @@ def load_eval_rows(run: Run, name: str) -> list[dict]:
 def load_curves(run: Run) -> dict[str, dict]:
     """name -> inference-budget curve of a run; a malformed file (mid-write elsewhere) -> {}."""
     try:
-        return _curves(str(run.path), file_key(run.curves_dir))
+        return run.curves()
     except StoreError:
         return {}
 
@@ -117,7 +109,7 @@ def load_trace_stats(run: Run, steps: list[int], task: str | None) -> pd.DataFra
 
 def clear_caches() -> None:
     """Forget every cached load (the benchmark measures cold loads)."""
-    for fn in (_metrics, _samples, _sample_steps, _traces, _eval_rows, _curves, _trace_stats):
+    for fn in (_metrics, _samples, _traces, _eval_rows, _trace_stats):
         fn.clear()
 
 

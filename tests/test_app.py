@@ -271,3 +271,23 @@ def test_lab_app_serves_the_dashboard_on_the_given_host(runs_dir: Path) -> None:
             proc.kill()
             raise
     assert f"http://127.0.0.1:{port}" in out and str(runs_dir) in out
+
+
+def test_pages_see_appended_metrics_and_a_rewritten_curve(tmp_path: Path, monkeypatch) -> None:
+    """The caches are keyed on the files, so a rerun shows what a live run wrote since."""
+    from core.store import new_run
+
+    run = new_run(tmp_path, "rl", {"task": TASK_CFG}, run_id="live")
+    run.log_metrics({"step": 1, "reward/mean": 0.1})
+    run.write_curve("final", _curve("final", "final", [16, 32, 64], 1, parallel=False))
+    training = _app("pages/1_Training.py", tmp_path, monkeypatch)
+    scaling = _app("pages/4_Inference_scaling.py", tmp_path, monkeypatch)
+    assert "kl/anchor" not in training.multiselect(key="metrics").options
+    assert any("1/3 budgets · running" in c.value for c in scaling.caption)
+
+    run.log_metrics({"step": 2, "reward/mean": 0.2, "kl/anchor": 0.01})
+    run.write_curve("final", _curve("final", "final", [16, 32, 64], 3, parallel=False))
+    training.run()
+    scaling.run()
+    assert "kl/anchor" in training.multiselect(key="metrics").options
+    assert any("3/3 budgets · complete" in c.value for c in scaling.caption)

@@ -33,7 +33,7 @@ keys = metric_keys(row for rid in chosen for row in load_metrics(by_id[rid]))
 groups = metric_groups(keys)
 group = st.sidebar.selectbox("Namespace", ["(pick below)", *groups])
 default = groups[group] if group in groups else [k for k in DEFAULT_METRICS if k in keys] or keys[:2]
-metrics = st.multiselect("Metrics", keys, default=default)
+metrics = st.multiselect("Metrics", keys, default=default, key="metrics")
 live = any(by_id[rid].status() == "running" for rid in chosen)
 
 
