@@ -21,14 +21,12 @@ Simplified from the paper: one sample per problem by default (the paper averages
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
-from core.evaluate import pass_at_k, wilson_interval
+from core.evaluate import parallel_scaling, wilson_interval
 from core.sampling.base import Sampler, derive_seed, encode_prompts
 from core.tasks.base import Task
 from core.types import Completion, CurvePoint, Problem
@@ -254,40 +252,6 @@ def curve_point(label: str, budget: int, rows: Sequence[dict]) -> CurvePoint:
                       sum(r["tokens_used"] for r in rows) / max(n, 1), n)
 
 
-def parallel_scaling(rows: Sequence[dict], num_samples: int, seed: int = 0,
-                     draws: int = 32) -> list[dict]:
-    """maj@k and unbiased pass@k for k = 1, 2, 4, ... <= num_samples, against total tokens.
-
-    rows: unconstrained (largest-budget) rows with problem_id, correct, predicted, tokens_used.
-    maj@k is the expected accuracy of a majority vote over k samples drawn without replacement
-    (averaged over `draws` seeded draws per problem; ties go to the first drawn)."""
-    by_problem: dict[str, list[dict]] = {}
-    for r in rows:
-        by_problem.setdefault(r["problem_id"], []).append(r)
-    mean_tokens = sum(r["tokens_used"] for r in rows) / max(len(rows), 1)
-    rng = random.Random(seed)
-    out = []
-    k = 1
-    while k <= num_samples:
-        maj, pk = [], []
-        for samples in by_problem.values():
-            n, c = len(samples), sum(s["correct"] for s in samples)
-            pk.append(pass_at_k(n, c, k))
-            maj.append(sum(_majority_correct(rng.sample(samples, k)) for _ in range(draws)) / draws)
-        out.append({"k": k, "total_tokens": k * mean_tokens, "maj_acc": sum(maj) / max(len(maj), 1),
-                    "pass_at_k": sum(pk) / max(len(pk), 1)})
-        k *= 2
-    return out
-
-
-def _majority_correct(samples: Sequence[dict]) -> bool:
-    counts = Counter(s["predicted"] for s in samples if s["predicted"] is not None)
-    if not counts:
-        return False
-    top = counts.most_common(1)[0][0]
-    return next(s["correct"] for s in samples if s["predicted"] == top)
-
-
 def sweep_curve(task: Task, problems: Sequence[Problem], sweep: Sweep, cfg: BudgetConfig,
                 label: str, tokenizer: Any,
                 on_point: Callable[[list[CurvePoint], list[dict]], None] | None = None,
@@ -304,5 +268,5 @@ def sweep_curve(task: Task, problems: Sequence[Problem], sweep: Sweep, cfg: Budg
         points.append(curve_point(label, b, rows))
         if on_point is not None:
             on_point(points, rows)
-    parallel = parallel_scaling(rows, cfg.num_samples, cfg.seed) if cfg.num_samples > 1 else []
+    parallel = parallel_scaling(rows, cfg.num_samples, "tokens_used", cfg.seed) if cfg.num_samples > 1 else []
     return points, all_rows, parallel

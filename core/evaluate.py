@@ -7,6 +7,7 @@ pass@k (unbiased, Chen et al. 2021) and maj@k live here too so that RL, budget s
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -80,6 +81,7 @@ def summarize(rows: Sequence[dict], prefix: str = "eval/") -> dict[str, Any]:
         f"{prefix}acc": k / max(n, 1), f"{prefix}acc_ci_low": lo, f"{prefix}acc_ci_high": hi,
         f"{prefix}corrected_frac": sum(r["corrected"] for r in rows) / max(n, 1),
         f"{prefix}len_mean": sum(r["num_tokens"] for r in rows) / max(n, 1),
+        f"{prefix}len_max": max((r["num_tokens"] for r in rows), default=0),
         f"{prefix}truncated_frac": sum(r["finish_reason"] == "length" for r in rows) / max(n, 1),
         f"{prefix}failed_attempts_mean": sum(r["num_failed_attempts"] for r in rows) / max(n, 1),
         f"{prefix}no_answer_frac": statuses.get("no_answer", 0) / max(n, 1),
@@ -87,6 +89,37 @@ def summarize(rows: Sequence[dict], prefix: str = "eval/") -> dict[str, Any]:
         f"{prefix}parse_errors": statuses.get("parse_error", 0),
         f"{prefix}n": n,
     }
+
+
+def parallel_scaling(rows: Sequence[dict], num_samples: int, tokens_key: str = "num_tokens",
+                     seed: int = 0, draws: int = 32) -> list[dict]:
+    """maj@k and unbiased pass@k for k = 1, 2, 4, ... <= num_samples, against total tokens.
+
+    rows: per-sample rows with problem_id, correct, predicted and a token count (`tokens_key`).
+    maj@k is the expected accuracy of a majority vote over k samples drawn without replacement
+    (averaged over `draws` seeded draws per problem; ties go to the first drawn)."""
+    by_problem: dict[str, list[dict]] = {}
+    for r in rows:
+        by_problem.setdefault(r["problem_id"], []).append(r)
+    mean_tokens = sum(r[tokens_key] for r in rows) / max(len(rows), 1)
+    rng = random.Random(seed)
+    out = []
+    k = 1
+    while k <= num_samples:
+        maj, pk = [], []
+        for samples in by_problem.values():
+            n, c = len(samples), sum(s["correct"] for s in samples)
+            pk.append(pass_at_k(n, c, k))
+            maj.append(sum(_majority_correct(rng.sample(samples, k)) for _ in range(draws)) / draws)
+        out.append({"k": k, "total_tokens": k * mean_tokens, "maj_acc": sum(maj) / max(len(maj), 1),
+                    "pass_at_k": sum(pk) / max(len(pk), 1)})
+        k *= 2
+    return out
+
+
+def _majority_correct(samples: Sequence[dict]) -> bool:
+    top = majority_answer([s["predicted"] for s in samples])
+    return top is not None and next(s["correct"] for s in samples if s["predicted"] == top)
 
 
 def evaluate(
@@ -99,4 +132,8 @@ def evaluate(
         seed=derive_seed(cfg.seed, "eval"), n=cfg.num_samples, progress=progress,
     )
     rows = sample_rows(task, problems, groups)
-    return summarize(rows), rows
+    summary = summarize(rows)
+    if cfg.num_samples > 1:
+        for p in parallel_scaling(rows, cfg.num_samples, seed=cfg.seed):
+            summary[f"eval/pass@{p['k']}"], summary[f"eval/maj@{p['k']}"] = p["pass_at_k"], p["maj_acc"]
+    return summary, rows

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -13,21 +12,11 @@ from pathlib import Path
 import pytest
 
 from core.answers import VerifierPool, extract_boxed, verify_answers
+from lab.bench.scorer import perturb
 
 DATA = Path(__file__).parent / "data"
 TIMEOUT_S = 1.0
 GOLDS = [json.loads(line)["answer"] for line in (DATA / "math500_20.jsonl").open()]
-
-# Answers with no digit to bump get a hand-picked wrong answer.
-_NON_NUMERIC_WRONG = {"p - q": "p + q", "\\text{Evelyn}": "\\text{Bob}", "\\pi": "2\\pi"}
-
-
-def _perturb(gold: str) -> str:
-    """A truly different answer: the first integer in `gold` plus one."""
-    if gold in _NON_NUMERIC_WRONG:
-        return _NON_NUMERIC_WRONG[gold]
-    return re.sub(r"\d+", lambda m: str(int(m.group()) + 1), gold, count=1)
-
 
 @pytest.fixture(scope="module")
 def pool():
@@ -82,7 +71,7 @@ def test_golds_against_themselves_all_correct(pool: VerifierPool) -> None:
 
 
 def test_wrong_answers_all_incorrect(pool: VerifierPool) -> None:
-    perturbed = [_perturb(g) for g in GOLDS]
+    perturbed = [perturb(g) for g in GOLDS]
     assert all(p != g for p, g in zip(perturbed, GOLDS))
     rotated = GOLDS[1:] + GOLDS[:1]
     verdicts = pool.verify(GOLDS + GOLDS, perturbed + rotated)

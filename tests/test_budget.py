@@ -15,13 +15,12 @@ from core.budget import (
     curve_point,
     find_subsequence,
     generate_sweep,
-    parallel_scaling,
     reasoning_length,
     sweep_curve,
     truncated_at,
 )
 from core.config import BudgetConfig, BudgetJob, ConfigError, SamplingConfig, build
-from core.evaluate import pass_at_k
+from core.evaluate import parallel_scaling, pass_at_k
 from core.types import Completion
 
 EOS = 1
@@ -177,7 +176,7 @@ def test_parallel_scaling_against_brute_force() -> None:
     rows = [{"problem_id": "a", "predicted": x, "correct": x == "5", "tokens_used": 10} for x in "5567"]
     rows += [{"problem_id": "b", "predicted": x, "correct": x == "2", "tokens_used": 30}
              for x in ("1", "2", "2", None)]
-    out = {p["k"]: p for p in parallel_scaling(rows, 4, draws=2000)}
+    out = {p["k"]: p for p in parallel_scaling(rows, 4, "tokens_used", draws=2000)}
     assert out[1]["pass_at_k"] == pytest.approx(0.5)
     assert out[2]["pass_at_k"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 2, 2)) / 2)
     assert out[4]["maj_acc"] == 1.0  # the majority of all four samples is right for both

@@ -106,7 +106,9 @@ def generate_forked(
                 i, j = chunk[int(st.live[k])]
                 forks[st.t][(i, j)] = sampler._completion(ans, answer_params, i, j)
 
-        ids = sampler._decode([prompt_ids[i] for i, _ in chunk], params, generator, hook=hook)
-        for (i, j), gen in zip(chunk, ids):
-            out[i][j] = sampler._completion(gen, params, i, j)
+        logprobs: list[list[float]] = [[] for _ in chunk]
+        ids = sampler._decode([prompt_ids[i] for i, _ in chunk], params, generator, hook=hook,
+                              logprobs_out=logprobs)
+        for (i, j), gen, lp in zip(chunk, ids, logprobs):
+            out[i][j] = sampler._completion(gen, params, i, j, lp)
     return [[c for c in group if c is not None] for group in out], forks
