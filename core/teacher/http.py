@@ -118,7 +118,13 @@ class HTTPSampler:
             done = [one(job) for job in jobs]
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs))) as pool:
-                done = list(pool.map(one, jobs))
+                futures = [pool.submit(one, job) for job in jobs]
+                try:
+                    done = [f.result() for f in futures]
+                except BaseException:  # the problem has failed: do not send what is queued
+                    for f in futures:
+                        f.cancel()
+                    raise
         out: list[list[Completion]] = [[] for _ in prompts]
         for c in done:
             out[c.prompt_index].append(c)

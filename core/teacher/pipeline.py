@@ -240,12 +240,17 @@ def finished(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:
 
 
 def tally(rows: Iterable[dict]) -> dict[str, int]:
-    """Counts of the latest status of every problem (a retried error counts once)."""
-    latest: dict[str, str] = {}
+    """Counts of the final status of every problem: a problem with an error row and a later
+    finished row counts as finished (rows of the two files come in no common order)."""
+    final: dict[str, str] = {}
     for r in rows:
-        if "key" in r:
-            latest[r["key"]] = r.get("status", "kept")
-    counts = Counter(latest.values())
+        if "key" not in r:
+            continue
+        if r.get("status", "kept") != "error":
+            final[r["key"]] = r.get("status", "kept")
+        else:
+            final.setdefault(r["key"], "error")
+    counts = Counter(final.values())
     return {s: counts.get(s, 0) for s in STATUSES}
 
 
