@@ -1,7 +1,7 @@
 """Teachers: anything that turns prompt texts into completions.
 
-A teacher is a local transformers model (through the lab's HFSampler, so seeds and finish
-reasons behave as everywhere else) or an OpenAI-compatible HTTP endpoint. Both take prompts
+A teacher is a local model (through the lab's samplers) or an OpenAI-compatible HTTP
+endpoint. Both take prompts
 as user-message contents; a local model with a chat template gets them inside it.
 """
 
@@ -38,15 +38,16 @@ def render_user_message(tokenizer: Any, content: str) -> str:
     return content + "\n"
 
 
-class HFTeacher:
-    """A transformers model as a teacher (batched decode with per-call seeds)."""
+class LocalTeacher:
+    """A local model as a teacher, sampled by the lab's own sampler (teacher.sampling.backend:
+    transformers or vLLM), so seeds and finish reasons behave as everywhere else."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any):
-        from core.sampling.hf import HFSampler
+    def __init__(self, name: str, model: Any, tokenizer: Any, backend: str = "hf"):
+        from core.sampling import make_sampler
 
         self.name = name
         self.tokenizer = tokenizer
-        self.sampler = HFSampler(model, tokenizer)
+        self.sampler = make_sampler(backend, model, tokenizer)
 
     def complete(self, prompts: Sequence[str], params: SamplingConfig, seed: int,
                  n: int = 1) -> list[list[Completion]]:
@@ -71,7 +72,7 @@ def open_teacher(spec: str, cfg: TeacherConfig, runs_dir: str = "runs") -> Teach
 
     path = resolve_model_path(spec, runs_dir)
     model, tok = load_model(ModelConfig(name=path), seed=0)
-    return HFTeacher(spec, model, tok)
+    return LocalTeacher(spec, model, tok, cfg.sampling.backend)
 
 
 def open_teachers(cfg: TeacherConfig, runs_dir: str = "runs") -> tuple[list[Teacher], Teacher]:
