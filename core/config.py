@@ -132,7 +132,8 @@ class TeacherConfig:
     api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the HTTP API key (never stored)")
     timeout_s: float = _f(300.0, "HTTP teachers: seconds to wait for one response")
     retries: int = _f(2, "HTTP teachers: retries after a timeout, connection error, 429 or 5xx")
-    concurrency: int = _f(8, "HTTP teachers: requests in flight")
+    concurrency: int = _f(8, "HTTP teachers: requests in flight per teacher call")
+    parallel_problems: int = _f(1, "problems in flight at once (HTTP teachers: raise it to keep the server busy; local models: 1)")
     sampling: SamplingConfig = field(default_factory=_attempt_sampling)
 
     def validate(self) -> None:
@@ -151,6 +152,7 @@ class TeacherConfig:
         _check(self.timeout_s > 0, "teacher.timeout_s must be > 0")
         _check(self.retries >= 0, "teacher.retries must be >= 0")
         _check(self.concurrency >= 1, "teacher.concurrency must be >= 1")
+        _check(self.parallel_problems >= 1, "teacher.parallel_problems must be >= 1")
         self.sampling.validate()
 
 

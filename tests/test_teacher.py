@@ -254,6 +254,19 @@ def test_error_rows_are_retried_on_rerun(task) -> None:
     assert out["synth/error"] == 0 and out["synth/kept"] == 1 and len(sink.rows()) == 2
 
 
+def test_a_failed_original_is_retried_not_taken_for_its_duplicate(task) -> None:
+    """Regression: a duplicate row used to mark its question as done, so on rerun the failed
+    original was called a duplicate of its own duplicate and no trace was ever made."""
+    problems, answers = five_problems(task)
+    original, again = problems[0], problems[3]  # the same question under two ids
+    sink = ListSink()
+    flaky = ScriptedTeacher("scripted", answers, fail_on=original.question)
+    run_teacher([original, again], task, [flaky], flaky, cfg(), sink, progress=False)
+    healthy = ScriptedTeacher("scripted", answers)
+    out = run_teacher([original, again], task, [healthy], healthy, cfg(), sink, progress=False)
+    assert (out["synth/kept"], out["synth/duplicate"], out["synth/error"]) == (1, 1, 0)
+
+
 def test_prompts_carry_their_inputs() -> None:
     c = prompts.critique_prompt("Q?", "my work", None, "42", correct=False)
     assert "(no final answer)" in c and "42" in c and c.startswith("You are reviewing")

@@ -25,7 +25,7 @@ from core.teacher.job import RunSink
 from core.teacher.pipeline import run_teacher
 from core.types import Problem
 from tests.conftest import ROOT
-from tests.test_teacher import DATA, cfg, prompt_kind, scripted_reply
+from tests.test_teacher import DATA, ListSink, cfg, prompt_kind, scripted_reply
 
 # rule(prompt, kind, nth request for this prompt) -> None (answer), an HTTP status, or seconds to stall
 Rule = Callable[[str, str, int], "int | float | None"]
@@ -42,6 +42,8 @@ class ScriptedServer:
         self.lock = threading.Lock()
         self.seen: Counter[str] = Counter()
         self.attempt_count: Counter[str] = Counter()
+        self.delay_s = 0.0
+        self.in_flight = self.max_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,6 +83,17 @@ class ScriptedServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def answer(self, prompt: str) -> tuple[int, str]:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay_s)
+            return self._answer(prompt)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, prompt: str) -> tuple[int, str]:
         kind = prompt_kind(prompt)
         with self.lock:
             self.requests.append((kind, prompt))
@@ -155,6 +168,21 @@ def test_http_teacher_500_and_timeout_mid_run_keep_finished_results(task, tmp_pa
             == {"p1", "p2"}
     finally:
         server.close()
+
+
+def test_parallel_problems_keep_the_server_busy(task) -> None:
+    problems, answers = four_problems()
+    server = ScriptedServer(answers)
+    server.delay_s = 0.05
+    teacher = HTTPSampler(server.url, "m", concurrency=1)  # one request per call at a time
+    sink = ListSink()
+    try:
+        out = run_teacher(problems, task, [teacher], teacher, cfg(parallel_problems=4), sink,
+                          progress=False)
+    finally:
+        server.close()
+    assert out["synth/kept"] == 4 and sorted(r["problem_id"] for r in sink.rows()) == ["p0", "p1", "p2", "p3"]
+    assert server.max_in_flight > 1  # problems overlapped although each call sent one at a time
 
 
 def test_http_sampler_protocol_and_errors() -> None:

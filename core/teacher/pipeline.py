@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -75,10 +77,12 @@ class Stats:
     calls: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, groups: list[list[Completion]]) -> None:
-        self.calls += 1
-        self.tokens += sum(c.num_tokens for g in groups for c in g)
+        with self.lock:  # problems may run in threads
+            self.calls += 1
+            self.tokens += sum(c.num_tokens for g in groups for c in g)
 
     @property
     def tokens_per_s(self) -> float:
@@ -190,10 +194,9 @@ def base_row(problem: Problem, attempts: list[Attempt], critic: Teacher) -> dict
 
 
 def synthesize_problem(problem: Problem, task: Task, teachers: Sequence[Teacher], critic: Teacher,
-                       cfg: TeacherConfig, seed: int, stats: Stats, seen: set[str]) -> dict:
-    """The row of one problem: a kept trace with provenance, or a rejection with its status.
-
-    `seen` holds the normalised texts of traces kept so far (the duplicate filter)."""
+                       cfg: TeacherConfig, seed: int, stats: Stats) -> dict:
+    """The row of one problem: a trace with provenance and status "kept", or a rejection.
+    (The duplicate filter needs every other trace, so run_teacher applies it.)"""
     attempts = sample_attempts(problem, teachers, cfg, seed, stats)
     label_attempts(problem, attempts, task)
     row = base_row(problem, attempts, critic)
@@ -209,23 +212,27 @@ def synthesize_problem(problem: Problem, task: Task, teachers: Sequence[Teacher]
     if tokens is None:  # an HTTP critic without a local tokenizer: about 4 characters a token
         tokens = len(response) // 4 + 1
     verdict = task.check([problem], [response])[0]
-    trace_wrong = [i for i in plan if not attempts[i].correct]
     row = {**base_row(problem, attempts, critic), "response": response, "merged": merged,
            "plan": plan, "merge": cfg.merge, "rewritten": cfg.rewrite,
            "response_tokens": tokens, "predicted": verdict.predicted, "style": "t1",
-           "num_attempts": len(plan), "num_failed": len(trace_wrong), "num_slips": 0}
+           "num_attempts": len(plan), "num_failed": sum(not attempts[i].correct for i in plan),
+           "num_slips": 0}
     if not verdict.correct:
         return {**row, "status": "unverified"}
     if tokens > cfg.max_trace_tokens:
         return {**row, "status": "too_long"}
-    if _norm_text(response) in seen:
-        return {**row, "status": "duplicate"}
     return {**row, "status": "kept"}
 
 
+def _short_row(problem: Problem, status: str, **extra: Any) -> dict:
+    return {"problem_id": problem.id, "key": problem_key(problem), "question": problem.question,
+            "answer": problem.answer, "status": status, "attempts": [], **extra}
+
+
 def finished(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:
-    """(keys of finished problems, question keys of finished problems, kept trace texts).
-    Error rows do not count as finished: a rerun retries them."""
+    """(keys of finished problems, question keys of synthesized problems, kept trace texts).
+    Error rows do not count as finished: a rerun retries them. Duplicate rows give no question
+    key, so the original of a duplicate that failed is retried rather than called a duplicate."""
     keys: set[str] = set()
     questions: set[str] = set()
     texts: set[str] = set()
@@ -233,7 +240,8 @@ def finished(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:
         if r.get("status") == "error" or "key" not in r:
             continue
         keys.add(r["key"])
-        questions.add(question_key(r.get("question", "")))
+        if r.get("status") != "duplicate":
+            questions.add(question_key(r.get("question", "")))
         if r.get("status") == "kept":
             texts.add(_norm_text(r.get("response", "")))
     return keys, questions, texts
@@ -259,39 +267,68 @@ def run_teacher(problems: Sequence[Problem], task: Task, teachers: Sequence[Teac
                 progress: bool = True) -> dict[str, Any]:
     """Synthesize traces for `problems`, resuming from what `sink` already holds.
 
-    Returns namespaced counts: synth/<status> over all problems finished so far (this run and
-    earlier ones), synth/resumed (skipped as already done), calls, tokens and tokens/s of this
-    invocation. Raises only on programming errors: a TeacherError ends one problem as "error".
+    With cfg.parallel_problems > 1 that many problems are in flight at once (threads; each
+    problem's stages stay in order), which keeps HTTP servers busy. Returns namespaced counts:
+    synth/<status> over all problems finished so far (this run and earlier ones), synth/resumed
+    (skipped as already done), calls, tokens and tokens/s of this invocation. A TeacherError
+    ends one problem as "error"; anything else (a bug, Ctrl-C) stops the run.
     """
     from tqdm.auto import tqdm
 
     done, questions, seen = finished(sink.rows())
     todo = [p for p in problems if problem_key(p) not in done]
     stats = Stats()
-    kept_now = errors_now = 0
-    bar = tqdm(todo, desc="teacher", unit="problem", disable=not progress)
-    for p in bar:
+    lock = threading.Lock()
+    bar = tqdm(total=len(todo), desc="teacher", unit="problem", disable=not progress)
+    counts: Counter[str] = Counter()
+
+    def finish(row: dict) -> None:
+        """Duplicate check and write, one problem at a time."""
+        with lock:
+            if row["status"] == "kept" and _norm_text(row["response"]) in seen:
+                row = {**row, "status": "duplicate"}
+            if row["status"] == "kept":
+                seen.add(_norm_text(row["response"]))
+            sink.write(row)
+            counts[row["status"]] += 1
+            bar.update(1)
+            bar.set_postfix(kept=counts["kept"], errors=counts["error"],
+                            tok_s=f"{stats.tokens_per_s:.0f}")
+
+    def work(p: Problem) -> None:
+        try:
+            finish(synthesize_problem(p, task, teachers, critic, cfg, derive_seed(seed, p.id), stats))
+        except TeacherError as e:
+            finish(_short_row(p, "error", error=str(e), error_kind=e.kind))
+
+    jobs = []
+    for p in todo:
         qk = question_key(p.question)
-        pseed = derive_seed(seed, p.id)
         if qk in questions:  # the same question under another id: no teacher calls
-            row = {"problem_id": p.id, "key": problem_key(p), "question": p.question,
-                   "answer": p.answer, "status": "duplicate", "attempts": []}
+            finish(_short_row(p, "duplicate"))
         else:
-            try:
-                row = synthesize_problem(p, task, teachers, critic, cfg, pseed, stats, seen)
-            except TeacherError as e:
-                row = {"problem_id": p.id, "key": problem_key(p), "question": p.question,
-                       "answer": p.answer, "status": "error", "error": str(e), "error_kind": e.kind}
-        sink.write(row)
-        if row["status"] != "error":
             questions.add(qk)
-        if row["status"] == "kept":
-            seen.add(_norm_text(row["response"]))
-            kept_now += 1
-        errors_now += row["status"] == "error"
-        bar.set_postfix(kept=kept_now, errors=errors_now, tok_s=f"{stats.tokens_per_s:.0f}")
-    counts = tally(sink.rows())
-    return {**{f"synth/{k}": v for k, v in counts.items()},
+            jobs.append(p)
+    _run_all(work, jobs, cfg.parallel_problems)
+    bar.close()
+    return {**{f"synth/{k}": v for k, v in tally(sink.rows()).items()},
             "synth/problems": len(problems), "synth/resumed": len(problems) - len(todo),
             "synth/teacher_calls": stats.calls, "synth/teacher_tokens": stats.tokens,
             "synth/teacher_tokens_per_s": stats.tokens_per_s}
+
+
+def _run_all(work: Callable[[Problem], None], jobs: Sequence[Problem], parallel: int) -> None:
+    """work(p) for every job, `parallel` at a time; the first exception cancels what is queued."""
+    if parallel <= 1:
+        for p in jobs:
+            work(p)
+        return
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(work, p) for p in jobs]
+        try:
+            for f in as_completed(futures):
+                f.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
