@@ -18,8 +18,9 @@ Every problem ends in one row, written as soon as it is done: kept traces go to 
 traces (what `lab sft` trains on), the rest to the rejected rows with a `status` ("too_easy",
 "too_hard", "unverified", "too_long", "duplicate", "error"). A rerun skips every problem that
 has a row, except errors, which are retried. Simplified from the paper: one critic writes all
-critiques, merges and rewrites (the paper does not say which model did which); problems are
-processed one at a time (attempts and critiques of a problem are batched).
+critiques, merges and rewrites (the paper does not say which model did which); the attempts
+and the critiques of one problem are batched, but stages are not batched across problems
+(teacher.parallel_problems overlaps problems in threads instead, which suits HTTP servers).
 """
 
 from __future__ import annotations
