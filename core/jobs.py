@@ -191,6 +191,7 @@ def run_sft(job: SFTJob, run: Run, say: Say, runs_dir: str | Path = "runs", prog
     run.mark_checkpoint_complete(final)
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
     summary = run_eval_model(model, tok, task, job.eval, run, "heldout", say, progress)
+    synth_out = {("synth/time_s" if k == "time_s" else k): v for k, v in synth_out.items()}
     out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
            "checkpoint": str(final), **summary, "time_s": time.time() - t0}
     run.log_metrics({"step": last["step"], **summary})
@@ -330,14 +331,31 @@ def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
     if isinstance(job, BudgetJob):
         from core.sweeps import checkpoints_to_sweep
 
-        checkpoints_to_sweep(job.model.name, job.budget.checkpoints, runs_dir)
+        for ck in checkpoints_to_sweep(job.model.name, job.budget.checkpoints, runs_dir):
+            resolve_source(ck.path)
         if job.budget.mode == "summarizer":
             resolve_source(resolve_model_path(job.budget.summarizer, runs_dir))
     if isinstance(job, RLJob):
         init = resolve_model_path(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
         resolve_source(init)
+    if isinstance(job, SynthJob):
+        _preflight_teachers(job, runs_dir)
     if job.task.name != "pairsum":
         make_task(job.task)
+
+
+def _preflight_teachers(job: SynthJob, runs_dir: str | Path) -> None:
+    """Teacher models and a local public data file must exist before a synth run starts."""
+    from core.models import resolve_source
+    from core.teacher.http import is_http_spec
+
+    if job.teacher.dataset and Path(job.teacher.dataset).suffix:
+        from core.teacher.public import load_public_traces
+
+        load_public_traces(job.teacher.dataset, limit=1)
+    for spec in (*job.teacher.models, job.teacher.critic):
+        if spec and not is_http_spec(spec):
+            resolve_source(resolve_model_path(spec, runs_dir))
 
 
 def _require_trained(job: EvalJob | BudgetJob) -> None:

@@ -6,6 +6,7 @@ Layout of ``runs/<run_id>/``::
     metrics.jsonl            one JSON object per line ("reward/mean", "step", "wall_time", ...)
     samples/step_000100.jsonl  rollouts of one RL step, one per line
     synth/traces.jsonl       synthesized SFT traces, one per line
+    synth/rejected.jsonl     problems the teacher filters dropped or that failed (status, error)
     curves/<name>.json       inference-budget curves, rewritten atomically
     checkpoints/step_<N>/    HF weights (written by other code); complete once it holds COMPLETE
     checkpoints/final/
@@ -308,6 +309,11 @@ class Run:
         return self.path / "synth" / "traces.jsonl"
 
     @property
+    def rejected_path(self) -> Path:
+        """synth/rejected.jsonl."""
+        return self.path / "synth" / "rejected.jsonl"
+
+    @property
     def samples_dir(self) -> Path:
         """samples/."""
         return self.path / "samples"
@@ -434,6 +440,14 @@ class Run:
     def append_traces(self, rows: list[dict]) -> None:
         """Append synthesized SFT traces to synth/traces.jsonl."""
         append_jsonl(self.traces_path, rows)
+
+    def append_rejected(self, rows: list[dict]) -> None:
+        """Append teacher rows that were filtered out or failed to synth/rejected.jsonl."""
+        append_jsonl(self.rejected_path, rows)
+
+    def rejected(self) -> list[dict]:
+        """Rows of synth/rejected.jsonl."""
+        return read_jsonl(self.rejected_path)
 
     def append_eval(self, name: str, rows: list[dict]) -> None:
         """Append per-problem evaluation rows to eval/<name>.jsonl."""

@@ -122,9 +122,11 @@ def _save_chart(run: Run) -> None:
     """budget.html beside the curves: accuracy against budget, one line per checkpoint."""
     import altair as alt
 
-    from core.charts import budget_chart, parallel_chart
+    from core.charts import budget_chart, html_page, parallel_chart
+    from core.store import atomic_write_text
 
     curves = list(run.curves().values())
     charts = [c for c in (budget_chart(curves), parallel_chart(curves)) if c is not None]
     if charts:
-        alt.hconcat(*charts).save(str(run.artifact_path("budget.html")))
+        page = html_page(f"Inference scaling: {run.id}", "", alt.hconcat(*charts))
+        atomic_write_text(run.artifact_path("budget.html"), page)

@@ -32,6 +32,8 @@ from core.config import (
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+DEMO_HELP = ("The embedded pipeline end to end: synthesize traces, SFT, a 60-step T1 RL run, budget "
+             "curves for the SFT model and every RL checkpoint, report.html; then the dashboard.")
 JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob, "budget": BudgetJob}
 HELP = {
     "synth": "write trial-and-error + self-verification traces (embedded task, LLM teachers or THUDM/T1)",
@@ -80,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--resume", help="continue this synth run (folder or id): problems already done are skipped")
     c = sub.add_parser("config", help="list a command's config keys, defaults and help")
     c.add_argument("job", choices=sorted(JOBS))
+    c = sub.add_parser("demo", help="synth -> SFT -> RL -> budget curves -> report, then serve the dashboard",
+                       description=DEMO_HELP)
+    c.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    c.add_argument("--resume", help="continue this demo run (folder or id): finished stages are reused")
+    c.add_argument("--preset", help="a preset (sections synth, sft, eval, rl, budget, ...) applied to every stage")
+    c.add_argument("--no-serve", action="store_true", help="stop after the report instead of serving the dashboard")
+    c.add_argument("--port", type=int, default=8501)
+    c.add_argument("--host", default="localhost", help="address the dashboard listens on")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c = sub.add_parser("app", help="the dashboard over a runs folder (Streamlit; until Ctrl-C)")
     c.add_argument("--runs-dir", default="runs", help="the runs folder it opens on (default: runs)")
     c.add_argument("--port", type=int, default=8501)
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "app":
         return _run_app(args)
     try:
-        result = _run_job(args)
+        result = _run_demo(args) if args.command == "demo" else _run_job(args)
     except KeyboardInterrupt:
         print("error: interrupted; the run folder keeps what was written so far", file=sys.stderr)
         return 130
@@ -162,7 +173,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, default=str), flush=True)
+    if args.command == "demo" and not args.no_serve:
+        return _run_app(args)
     return 0
+
+
+def _run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from core.demo import RL_OVERRIDES, run_demo, stage_presets
+    from core.store import new_run, open_run
+
+    if args.resume:
+        run = open_run(args.resume, args.runs_dir)
+        preset = run.config().get("config", {}).get("preset", {})
+        _say(f"resuming demo {run.path}")
+    else:
+        preset = _preset(args.preset)
+        stage_presets(preset)  # a bad key fails before anything runs
+        run = new_run(args.runs_dir, "demo", {"rl_overrides": RL_OVERRIDES, "preset": preset})
+        _say(f"demo: run folder {run.path}")
+    out = run_demo(run, _say, not args.quiet, args.runs_dir, preset)
+    run.write_summary(out)
+    return {"run_dir": str(run.path), **out}
 
 
 def _is_user_error(e: Exception) -> bool:

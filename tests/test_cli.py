@@ -94,6 +94,10 @@ def test_config_listing() -> None:
         ("rl", [], "no complete SFT run"),
         ("eval", [], "needs a trained model"),
         ("sft", ["sft.data=/nonexistent/traces.jsonl"], "SFT data file not found"),
+        ("synth", ["task.name=tests/data/math500_20.jsonl", "teacher.models=/nonexistent/teacher"],
+         "model folder not found"),
+        ("budget", ["model.name=/nonexistent/model"], "model folder not found"),
+        ("budget", ["model.name=x", "budget.mode=summarizer", "budget.summarizer=/nonexistent/s"], "not found"),
     ],
 )
 def test_bad_input_leaves_no_run_folder(tmp_path, command, args, message) -> None:

@@ -12,33 +12,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.config import SynthJob
-from core.store import Run, append_jsonl, read_jsonl
+from core.store import Run
 from core.tasks.base import TaskError
 
 Say = Callable[[str], None]
-# The store names synth/traces.jsonl; rejected rows sit beside it under this name.
-REJECTED_FILE = "rejected.jsonl"
-
-
 class RunSink:
     """Kept rows -> run.append_traces; other rows -> synth/rejected.jsonl. Both appended
     (one write + fsync per problem), so a killed run loses at most the problem in flight."""
 
     def __init__(self, run: Run):
         self.run = run
-        self.rejected_path = run.traces_path.parent / REJECTED_FILE
 
     def write(self, row: dict) -> None:
         if row.get("status") == "kept":
             self.run.append_traces([row])
         else:
-            append_jsonl(self.rejected_path, [row])
+            self.run.append_rejected([row])
 
     def rows(self) -> list[dict]:
-        return read_jsonl(self.run.traces_path) + read_jsonl(self.rejected_path)
+        return self.run.traces() + self.run.rejected()
 
     def rejected(self) -> list[dict]:
-        return read_jsonl(self.rejected_path)
+        return self.run.rejected()
 
 
 def training_problems(source: str, limit: int) -> list:
