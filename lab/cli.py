@@ -21,6 +21,7 @@ from core.config import (
     BudgetJob,
     ConfigError,
     EvalJob,
+    ReproduceJob,
     RLJob,
     SFTJob,
     SynthJob,
@@ -34,13 +35,15 @@ from core.config import (
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEMO_HELP = ("The embedded pipeline end to end: synthesize traces, SFT, a 60-step T1 RL run, budget "
              "curves for the SFT model and every RL checkpoint, report.html; then the dashboard.")
-JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob, "budget": BudgetJob}
+JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob, "budget": BudgetJob,
+                         "reproduce": ReproduceJob}
 HELP = {
     "synth": "write trial-and-error + self-verification traces (embedded task, LLM teachers or THUDM/T1)",
     "sft": "synthesize (or load) traces, fine-tune the model, evaluate on held-out problems",
     "rl": "T1 RL from an SFT policy (oversampling, RLOO, entropy bonus, EMA anchor, penalties)",
     "eval": "accuracy of a model (eval: model.name=PATH) on a task split",
     "budget": "accuracy against reasoning budget (model.name=RUN: every RL checkpoint)",
+    "reproduce": "T1's six claims on the embedded task, several seeds each -> report.html (preset: reproduce)",
 }
 
 
@@ -80,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
         if name == "synth":
             c.add_argument("--resume", help="continue this synth run (folder or id): problems already done are skipped")
+        if name == "reproduce":
+            c.add_argument("--resume", help="continue this reproduce run (folder or id): finished sub-runs are skipped")
+            c.set_defaults(preset="reproduce")  # the 60-minute scale; --preset embedded for full-size runs
     c = sub.add_parser("config", help="list a command's config keys, defaults and help")
     c.add_argument("job", choices=sorted(JOBS))
     c = sub.add_parser("demo", help="synth -> SFT -> RL -> budget curves -> report, then serve the dashboard",
@@ -104,6 +110,7 @@ def _say(text: str) -> None:
 
 def _run_job(args: argparse.Namespace) -> dict[str, Any]:
     from core import jobs
+    from core.reproduce import run_reproduce
     from core.store import new_run
     from core.sweeps import run_budget
 
@@ -130,6 +137,7 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
         "rl": lambda: jobs.run_rl(cfg, run, _say, progress, args.runs_dir, bool(getattr(args, "resume", None))),
         "eval": lambda: jobs.run_eval(cfg, run, _say, progress, args.runs_dir),
         "budget": lambda: run_budget(cfg, run, _say, progress, args.runs_dir),
+        "reproduce": lambda: run_reproduce(cfg, run, _say, progress),
     }
     out = stories[args.command]()
     run.write_summary(out)
