@@ -17,9 +17,9 @@ QUICK = [
 ]
 
 
-def lab(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+def lab(*args: str, cwd=ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lab", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=timeout)
 
 
 def last_json(proc: subprocess.CompletedProcess) -> dict:
