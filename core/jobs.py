@@ -268,6 +268,7 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     if job.rl.lora:
         from core.sft import apply_lora
 
+        torch.manual_seed(job.rl.seed)  # LoRA's A matrices start random: same seed, same run
         policy = apply_lora(policy, job.rl)
     sampler = make_sampler(job.eval.sampling.backend, policy, tok, job.eval.sampling)
     train_set = task_problems(task, "train", 50_000 if job.task.name == "pairsum" else 0)

@@ -14,6 +14,7 @@ from core.rl.algos import (
     grpo_advantages,
     kl_per_token,
     kl_shaped_rewards,
+    logprobs_and_entropy,
     policy_loss,
     rloo_advantages,
     token_logprobs,
@@ -77,6 +78,12 @@ def test_centred_kl_sums_to_zero_and_shapes_rewards() -> None:
     assert torch.allclose(centred(d).sum(-1), torch.zeros(2))
     shaped = kl_shaped_rewards(torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]), d, beta=0.1)
     assert close(shaped, [[1.2, 1.1, 0.7], [0.0, 1.0, 0.0]])
+
+
+def test_fused_logprobs_and_entropy_match_the_separate_functions() -> None:
+    logits, tokens = torch.randn(3, 5, 11), torch.randint(0, 11, (3, 5))
+    logp, ent = logprobs_and_entropy(logits, tokens)
+    assert torch.allclose(logp, token_logprobs(logits, tokens)) and torch.allclose(ent, entropy_from_logits(logits))
 
 
 def test_token_logprobs_gather() -> None:

@@ -72,6 +72,25 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir) -> 
         assert a[step] == b[step], step
 
 
+@pytest.mark.slow
+def test_lora_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir) -> None:
+    """LoRA resumes from the base weights plus the saved adapters, not from the merged checkpoint."""
+    common = ["-q", f"rl.init={tiny_model_dir}", *SMALL_RL, "rl.steps=4", "rl.save_every=2", "rl.lora=true",
+              "rl.lora_r=4", "rl.lr=5e-2"]
+    full = finish(lab("rl", "--runs-dir", str(tmp_path / "a"), *common))
+    assert (tmp_path / "a" / full["run_dir"].split("/")[-1] / "checkpoints/step_4/adapter").is_dir()
+    killed = lab("rl", "--runs-dir", str(tmp_path / "b"), "--run-id", "victim", *common)
+    marker = tmp_path / "b" / "victim" / "checkpoints" / "step_2" / "COMPLETE"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    resumed = finish(lab("rl", "--runs-dir", str(tmp_path / "b"), "--resume", "victim", "-q"))
+    a, b = step_metrics(full["run_dir"]), step_metrics(resumed["run_dir"])
+    assert a[3] == b[3] and a[4] == b[4]
+
+
 def test_bad_rl_config_fails_before_any_work(tmp_path) -> None:
     for arg, msg in [("rl.num_generations=1", "num_generations must be >= 2"),
                      ("rl.anchor=none", "beta > 0 needs an anchor"),

@@ -49,6 +49,15 @@ def test_sampler_logprobs_match_a_full_forward(tiny_model_dir, pairsum_task) -> 
     assert (reported[batch.mask > 0] < 0).all()
 
 
+def test_kl_to_an_identical_anchor_is_near_zero_with_a_bf16_anchor_pass(tiny_model_dir, pairsum_task) -> None:
+    """Step 1 with a frozen anchor: pi == pi_ref, so the KL is only the rounding between the
+    sampler's fp32 log-probs and the anchor's bf16 pass (the precision the trainer accepts)."""
+    exact = make_trainer(tiny_model_dir, pairsum_task, anchor="frozen", bf16_autocast=False)
+    assert abs(exact.step()[0]["kl/anchor"]) < 1e-3
+    rounded = make_trainer(tiny_model_dir, pairsum_task, anchor="frozen", bf16_autocast=True)
+    assert abs(rounded.step()[0]["kl/anchor"]) < 0.05
+
+
 def test_oversampling_keeps_k_of_n_and_marks_rows(tiny_model_dir, pairsum_task) -> None:
     trainer = make_trainer(tiny_model_dir, pairsum_task, num_samples_drawn=6, oversample_rule="random",
                            drop_equal_groups=True)

@@ -44,6 +44,15 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """token_logprobs and entropy_from_logits from one log-softmax (one pass over V, not two).
+
+    logits: [B, T, V] (aligned to tokens), tokens: [B, T] -> ([B, T], [B, T]).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Estimate of KL(pi || pi_ref) per sampled token, from log-probs of the sampled tokens.
 

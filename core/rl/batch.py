@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from core.rl.algos import entropy_from_logits, token_logprobs
+from core.rl.algos import logprobs_and_entropy, token_logprobs
 
 
 @dataclass
@@ -59,12 +60,20 @@ def forward_stats(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log-probs [B, L-1] of the actual next tokens, entropies [B, L-1] or None).
 
-    With `bf16` the forward runs under bf16 autocast; log-softmax is taken in fp32.
+    Only positions from the batch's first response token on go through the LM head (the
+    model's `logits_to_keep`); earlier columns, all prompt, are 0. With `bf16` the forward runs
+    under bf16 autocast; the log-softmax is taken in fp32.
     """
+    width = batch.mask.size(1)
+    start = int(batch.mask.any(0).nonzero()[0]) if batch.mask.any() else 0
+    keep = torch.arange(start, width, device=batch.ids.device)
     with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=batch.ids).logits[:, :-1]
-    logp = token_logprobs(logits, batch.ids[:, 1:])
-    return logp, entropy_from_logits(logits) if with_entropy else None
+        logits = model(input_ids=batch.ids, logits_to_keep=keep).logits
+    tokens = batch.ids[:, start + 1 :]
+    if with_entropy:
+        logp, ent = logprobs_and_entropy(logits, tokens)
+        return F.pad(logp, (start, 0)), F.pad(ent, (start, 0))
+    return F.pad(token_logprobs(logits, tokens), (start, 0)), None
 
 
 @torch.no_grad()

@@ -1,12 +1,13 @@
 """RL step throughput: this lab's `core.rl.loop.Trainer` against TRL's `GRPOTrainer`.
 
     python -m lab.bench.rl_step [--steps 5] [--prompts 8] [--k 8] [--max-new-tokens 64]
-                                [--model PATH] [--fp32]
+                                [--model PATH] [--fp32] [--threads N]
 
 Both trainers run in this one process, one after the other (ours first), on the same CPU
-threads, and each does one untimed warm-up step and then `--steps` timed steps. A step is one
-generation batch and one optimizer step: `prompts` prompts x K samples, rewarded, then one
-forward/backward pass over all prompts * K sequences. Samples per second is
+threads (`--threads`, default torch's; on a shared machine 1 thread avoids the stalls of
+two threads competing for busy cores), and each does one untimed warm-up step and then
+`--steps` timed steps. A step is one generation batch and one optimizer step: `prompts`
+prompts x K samples, rewarded, then one forward/backward pass over all prompts * K sequences. Samples per second is
 steps * prompts * K / wall seconds of the timed steps.
 
 Held equal:
@@ -34,10 +35,13 @@ Held equal:
     logging, saving or reporting in TRL.
 
 Not equal (kept as each library does it): advantages (ours RLOO; TRL group mean with
-`scale_rewards="none"`, i.e. the same centring up to a factor K/(K-1)); ours recomputes the
-sampled tokens' log-probs in an extra no-grad forward, TRL skips it when generation and
-optimisation are aligned; TRL's `model.generate` keeps finished rows in the batch, ours drops
-them; TRL generates under its bf16 autocast wrapper, ours samples in fp32.
+`scale_rewards="none"`, i.e. the same centring up to a factor K/(K-1)); the sampling policy's
+log-probs (needed for the KL to the reference): ours takes them from the sampler, which
+computes them while decoding, TRL uses those of its training forward pass (both skip a separate
+old-policy pass; TRL's training forward also covers the prompt tokens' logits, ours starts at
+the first response token); TRL's `model.generate` keeps finished rows in the batch, ours drops
+them; TRL generates under its bf16 autocast wrapper, ours samples in fp32 (bf16 decoding of
+this tiny model is slower on CPU).
 
 The last stdout line is one JSON object with `ours_samples_per_s`, `trl_samples_per_s` and
 `ratio` (ours / TRL). Needs TRL: `pip install -e ".[bench]"`.
@@ -220,6 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=64, help="completion token limit")
     p.add_argument("--model", default=None,
                    help="HF model folder (default: the embedded tiny model, saved to a temp folder)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0 = torch's default)")
     p.add_argument("--fp32", action="store_true",
                    help="train in fp32 on both (default: bf16 autocast on both, each one's default)")
     args = p.parse_args(argv)
@@ -230,6 +235,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         version = _trl_version()
     except ImportError:
