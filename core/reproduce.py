@@ -18,7 +18,9 @@ Time split at lab/presets/reproduce.yaml (3 seeds, 29 sub-runs; uncontended 2-co
 from `estimate_s`, which the progress ETA also uses): synth 2 x ~8 s; SFT 6 x ~75 s (400 steps)
 = ~7 min; RL 15 runs of 30 steps x 12 prompts = ~22 min (per seed: 4 runs at K=8 ~67 s each,
 K=4 ~40 s, K=16 ~2 min); budget sweeps 3 x 4 checkpoints x 300 problems = ~4 min; total ~33 min,
-leaving headroom under 60 min for a machine shared with other jobs.
+leaving headroom under 60 min for a machine shared with other jobs. The preset sets
+model.threads=1: with other jobs on the cores, two torch threads per process wait on each other
+(SFT measured 7.7 s/step with 2 threads against 0.57 s/step with 1 at load ~10).
 
 Verdict rule (fixed before any result, the same for every claim): each claim lists quantities
 that T1 says are positive (a difference of two arms, paired by seed and by the held-out
