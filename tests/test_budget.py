@@ -249,3 +249,18 @@ def test_lab_budget_needs_a_trained_model(tmp_path: Path) -> None:
     proc = lab("budget", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "needs a trained model" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_budget_on_a_math_task_scores_with_math_verify(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The math path end to end: math task prompts, forced answers, math-verify statuses.
+    (The tiny model's word-level vocabulary cannot spell the boxed cue; a real model's can.)"""
+    from tests.conftest import DATA
+    from tests.test_cli import lab, last_json
+
+    proc = lab("budget", f"model.name={tiny_model_dir}", f"task.name={DATA / 'math500_20.jsonl'}",
+               "budget.num_problems=4", "budget.budgets=8,16", "-q", "--runs-dir", str(tmp_path), "--run-id", "m")
+    out = last_json(proc)
+    assert out["acc_at_max"] == {"tiny": 0.0}  # a random model
+    rows = [json.loads(line) for line in (tmp_path / "m" / "eval" / "budget_tiny.jsonl").open()]
+    assert len(rows) == 8 and any(r["truncated"] for r in rows)
+    assert {r["status"] for r in rows} <= {"ok", "no_answer", "parse_error", "timeout"}
