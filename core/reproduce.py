@@ -379,7 +379,8 @@ def _table(report: dict) -> str:
 
     rows = []
     for c in report["claims"]:
-        ctx = ", ".join(f"{k} {v:.1%}" if abs(v) <= 1 else f"{k} {v:.3g}" for k, v in c["context"].items())
+        fmt = "{:+.1f} pts/doubling" if c["unit"] == "slope" else "{:.1f}%"
+        ctx = ", ".join(f"{k} {fmt.format(100 * v)}" for k, v in c["context"].items())
         verdict = "<b style='color:#1a7f37'>yes</b>" if c["reproduced"] else "<b style='color:#cf222e'>no</b>"
         rows.append(f"<tr><td>{c['id']}. {html.escape(c['claim'])}</td><td>{html.escape(c['figure'])}"
                     f"<br><small>{html.escape(ctx)}</small></td><td>{verdict}</td></tr>")
