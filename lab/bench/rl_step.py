@@ -8,7 +8,8 @@ threads (`--threads`, default torch's; on a shared machine 1 thread avoids the s
 two threads competing for busy cores), and each does one untimed warm-up step and then
 `--steps` timed steps. A step is one generation batch and one optimizer step: `prompts`
 prompts x K samples, rewarded, then one forward/backward pass over all prompts * K sequences. Samples per second is
-steps * prompts * K / wall seconds of the timed steps.
+steps * prompts * K / wall seconds of the timed steps; the same per CPU second of this process
+(`time.process_time`) is reported too, as it moves much less when other jobs share the cores.
 
 Held equal:
   * weights: the embedded tiny Qwen2 (`build_tiny_model()`, default TinySpec, seed 0) saved
@@ -80,6 +81,7 @@ class Result:
 
     name: str
     seconds: float
+    cpu_seconds: float
     samples: int
     mean_len: float | None
     reward_mean: float | None
@@ -87,6 +89,10 @@ class Result:
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.seconds
+
+    @property
+    def samples_per_cpu_s(self) -> float:
+        return self.samples / self.cpu_seconds
 
 
 def make_model_dir(folder: Path) -> str:
@@ -129,13 +135,14 @@ def bench_ours(model_dir: str, task: PairSumTask, problems: list[Problem], args:
     trainer = Trainer(policy, tok, HFSampler(policy, tok), task, problems, cfg)
     trainer.step()  # warm-up, not timed
     lengths, rewards = [], []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         metrics, _ = trainer.step()
         lengths.append(metrics["rollout/len_mean"])
         rewards.append(metrics["reward/mean"])
-    seconds = time.perf_counter() - t0
-    return Result("ours (core.rl.loop.Trainer)", seconds, args.steps * batch, _mean(lengths), _mean(rewards))
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    return Result("ours (core.rl.loop.Trainer)", seconds, cpu_seconds, args.steps * batch, _mean(lengths),
+                  _mean(rewards))
 
 
 def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace,
@@ -178,11 +185,13 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
 
         def __init__(self) -> None:
             self.ends: list[float] = []
+            self.cpu_ends: list[float] = []
             self.lengths: list[float] = []
             self.rewards: list[float] = []
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
             self.ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
             metrics = getattr(trainer, "_metrics", {}).get("train", {})
             if metrics.get("completions/mean_length"):
                 self.lengths.append(metrics["completions/mean_length"][-1])
@@ -194,8 +203,8 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
     trainer.train()
     if len(clock.ends) != args.steps + 1:
         raise RuntimeError(f"TRL ran {len(clock.ends)} steps, expected {args.steps + 1}")
-    seconds = clock.ends[-1] - clock.ends[0]
-    return Result(f"TRL {_trl_version()} GRPOTrainer", seconds, args.steps * batch,
+    seconds, cpu_seconds = clock.ends[-1] - clock.ends[0], clock.cpu_ends[-1] - clock.cpu_ends[0]
+    return Result(f"TRL {_trl_version()} GRPOTrainer", seconds, cpu_seconds, args.steps * batch,
                   _mean(clock.lengths[1:]), _mean(clock.rewards[1:]))
 
 
@@ -209,9 +218,11 @@ def table(results: list[Result]) -> str:
     def fmt(x: float | None, spec: str) -> str:
         return "-" if x is None else format(x, spec)
 
-    head = f"{'trainer':<32} {'seconds':>8} {'samples':>8} {'samples/s':>10} {'mean len':>9} {'reward':>7}"
-    rows = [f"{r.name:<32} {r.seconds:>8.2f} {r.samples:>8d} {r.samples_per_s:>10.2f} "
-            f"{fmt(r.mean_len, '9.1f')} {fmt(r.reward_mean, '7.3f')}" for r in results]
+    head = (f"{'trainer':<32} {'seconds':>8} {'cpu s':>7} {'samples':>8} {'samples/s':>10} "
+            f"{'per cpu s':>10} {'mean len':>9} {'reward':>7}")
+    rows = [f"{r.name:<32} {r.seconds:>8.2f} {r.cpu_seconds:>7.2f} {r.samples:>8d} {r.samples_per_s:>10.2f} "
+            f"{r.samples_per_cpu_s:>10.2f} {fmt(r.mean_len, '9.1f')} {fmt(r.reward_mean, '7.3f')}"
+            for r in results]
     return "\n".join([head, *rows])
 
 
@@ -257,6 +268,10 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_samples_per_s": round(ours.samples_per_s, 3),
         "trl_samples_per_s": round(theirs.samples_per_s, 3),
         "ratio": round(ours.samples_per_s / theirs.samples_per_s, 3),
+        "ours_samples_per_cpu_s": round(ours.samples_per_cpu_s, 3),
+        "trl_samples_per_cpu_s": round(theirs.samples_per_cpu_s, 3),
+        "cpu_ratio": round(ours.samples_per_cpu_s / theirs.samples_per_cpu_s, 3),
+        "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
         "steps": args.steps, "prompts": args.prompts, "k": args.k,
         "max_new_tokens": args.max_new_tokens, "trl_version": version,
     }
