@@ -15,10 +15,11 @@ The plan, as sub-runs under <reproduce run>/runs/<key> (a seed s sets sft.seed a
 A variant equal to another sub-run (e.g. rl.num_generations == k_large) reuses it.
 
 Time split at lab/presets/reproduce.yaml (3 seeds, 29 sub-runs; uncontended 2-core estimates
-from `estimate_s`, which the progress ETA also uses): synth 2 x ~8 s; SFT 6 x ~75 s (400 steps)
-= ~7 min; RL 15 runs of 30 steps x 12 prompts = ~22 min (per seed: 4 runs at K=8 ~67 s each,
-K=4 ~40 s, K=16 ~2 min); budget sweeps 3 x 4 checkpoints x 300 problems = ~4 min; total ~33 min,
-leaving headroom under 60 min for a machine shared with other jobs. The preset sets
+from `estimate_s`, which the progress ETA also uses): synth 2 x ~15 s; SFT at the lab's default
+size (1700 steps; shorter SFT did not learn the task) 3 x ~4.7 min T1 + 3 x ~1.3 min plain =
+~18 min; RL 15 runs of 30 steps x 12 prompts = ~22 min (per seed: 4 runs at K=8 ~67 s each, K=4
+~40 s, K=16 ~2 min); budget sweeps 3 x 4 checkpoints x 300 problems = ~4 min; total ~44 min,
+leaving some headroom under 60 min. The preset sets
 model.threads=1: with other jobs on the cores, two torch threads per process wait on each other
 (SFT measured 7.7 s/step with 2 threads against 0.57 s/step with 1 at load ~10).
 
@@ -87,7 +88,8 @@ def estimate_s(stage: str, job: Any) -> float:
     if stage == "synth":
         return 2 + 3e-4 * job.synth.num_problems
     if stage == "sft":
-        return 6 + 0.16 * job.sft.max_steps * job.sft.batch_size / 32 + 0.006 * job.eval.num_problems
+        per_step = 0.16 if job.synth.style == "t1" else 0.04  # plain traces are ~4x shorter
+        return 6 + per_step * job.sft.max_steps * job.sft.batch_size / 32 + 0.006 * job.eval.num_problems
     if stage == "rl":
         r = job.rl
         evals = 2 + ((r.steps - 1) // r.eval_every if r.eval_every else 0)
@@ -115,7 +117,7 @@ def plan(job: ReproduceJob) -> Plan:
         _add(p, SubRun(f"synth-{style}", "synth", sj, cost_s=estimate_s("synth", sj)))
     for s in job.reproduce.seeds:
         for style in ("t1", "plain"):
-            sft = SFTJob(job.task, job.model, job.synth, replace(job.sft, seed=s), job.eval)
+            sft = SFTJob(job.task, job.model, replace(job.synth, style=style), replace(job.sft, seed=s), job.eval)
             _add(p, SubRun(f"sft-{style}-{s}", "sft", sft, {"sft.data": f"synth-{style}"}, estimate_s("sft", sft)))
         base = RLJob(job.task, job.model, replace(job.rl, seed=s), job.eval)
         for name, over in rl_variants(job).items():
