@@ -24,7 +24,9 @@ def budget_chart(curves: Sequence[dict], title: str = "Accuracy against reasonin
     if not rows:
         return None
     data = alt.Data(values=rows)
-    x = alt.X("budget_tokens:Q", scale=alt.Scale(type="log", base=2), title="reasoning budget (tokens, log2)")
+    ticks = sorted({r["budget_tokens"] for r in rows})
+    x = alt.X("budget_tokens:Q", scale=alt.Scale(type="log", base=2, domain=[ticks[0], ticks[-1]]),
+              axis=alt.Axis(values=ticks), title="reasoning budget (tokens, log2)")
     color = alt.Color("checkpoint:N", sort=alt.SortField("step"), title="checkpoint")
     band = alt.Chart(data).mark_area(opacity=0.15).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color)
     line = alt.Chart(data).mark_line(point=True).encode(
