@@ -71,6 +71,7 @@ class SubRun:
     job: Any
     needs: dict[str, str] = field(default_factory=dict)
     cost_s: float = 0.0
+    seed: int | None = None  # None: shared by every seed
 
 
 @dataclass
@@ -118,14 +119,14 @@ def plan(job: ReproduceJob) -> Plan:
     for s in job.reproduce.seeds:
         for style in ("t1", "plain"):
             sft = SFTJob(job.task, job.model, replace(job.synth, style=style), replace(job.sft, seed=s), job.eval)
-            _add(p, SubRun(f"sft-{style}-{s}", "sft", sft, {"sft.data": f"synth-{style}"}, estimate_s("sft", sft)))
+            _add(p, SubRun(f"sft-{style}-{s}", "sft", sft, {"sft.data": f"synth-{style}"}, estimate_s("sft", sft), s))
         base = RLJob(job.task, job.model, replace(job.rl, seed=s), job.eval)
         for name, over in rl_variants(job).items():
             rl = validate(apply_overrides(base, over))
-            _add(p, SubRun(f"rl-{name}-{s}", "rl", rl, {"rl.init": f"sft-t1-{s}"}, estimate_s("rl", rl)))
-        _add(p, SubRun(f"rl-plain-{s}", "rl", base, {"rl.init": f"sft-plain-{s}"}, estimate_s("rl", base)))
+            _add(p, SubRun(f"rl-{name}-{s}", "rl", rl, {"rl.init": f"sft-t1-{s}"}, estimate_s("rl", rl), s))
+        _add(p, SubRun(f"rl-plain-{s}", "rl", base, {"rl.init": f"sft-plain-{s}"}, estimate_s("rl", base), s))
         bj = BudgetJob(job.task, job.model, job.budget)
-        _add(p, SubRun(f"budget-{s}", "budget", bj, {"model.name": f"rl-base-{s}"}, estimate_s("budget", bj)))
+        _add(p, SubRun(f"budget-{s}", "budget", bj, {"model.name": f"rl-base-{s}"}, estimate_s("budget", bj), s))
     return p
 
 
@@ -176,19 +177,12 @@ class Ledger:
 
 def execute(sub: SubRun, ledger: Ledger, say: Say, progress: bool) -> dict:
     """Run one sub-run in this process (as its `python -m lab` command would) and mark it complete."""
-    from core import jobs
-    from core.sweeps import run_budget
+    from core.commands import story
 
     cfg = apply_overrides(sub.job, {k: str(ledger.run(dep).path) for k, dep in sub.needs.items()})  # type: ignore[union-attr]
     run, resumed = ledger.open(sub, cfg)
     runs_dir = ledger.runs_dir
-    stories: dict[str, Callable[[], dict]] = {
-        "synth": lambda: jobs.run_synth(cfg, run, say, progress),
-        "sft": lambda: jobs.run_sft(cfg, run, say, runs_dir, progress),
-        "rl": lambda: jobs.run_rl(cfg, run, say, progress, runs_dir, resumed),
-        "budget": lambda: run_budget(cfg, run, say, progress, runs_dir),
-    }
-    out = stories[sub.stage]()
+    out = story(sub.stage, cfg, run, say, progress, runs_dir, resumed)
     run.write_summary(out)
     return out
 
@@ -219,6 +213,10 @@ def run_reproduce(job: ReproduceJob, run: Run, say: Say, progress: bool = True) 
         acc = f", held-out accuracy {out['eval/acc']:.1%}" if isinstance(out.get("eval/acc"), float) else ""
         say(f"[{i}/{len(todo)}] done {sub.key}{acc}, elapsed {_clock(time.time() - t0)}, "
             f"ETA {_clock(rate * est_left)}")
+        seeds = finished_seeds(job, p, ledger)
+        if i < len(todo) and sub.seed in seeds:  # a seed just completed: a partial report meanwhile
+            write_report(run, build_report(job, p, ledger, seeds))
+            say(f"partial report over seeds {seeds}: {run.artifact_path('report.html')}")
     report = build_report(job, p, ledger)
     write_report(run, report)
     say(f"report: {run.artifact_path('report.html')}")
@@ -327,22 +325,30 @@ def claims(job: ReproduceJob, rl: dict[str, list[dict]], budget: list[list[dict]
     ]
 
 
-def build_report(job: ReproduceJob, p: Plan, ledger: Ledger) -> dict:
-    """Figures of every finished sub-run -> the claims, with the sub-run folders they came from."""
+def finished_seeds(job: ReproduceJob, p: Plan, ledger: Ledger) -> list[int]:
+    """Seeds whose sub-runs (and the shared ones) have all finished."""
+    return [s for s in job.reproduce.seeds
+            if all(ledger.done(x.key) for x in p.subs if x.seed in (s, None))]
+
+
+def build_report(job: ReproduceJob, p: Plan, ledger: Ledger, seeds: list[int] | None = None) -> dict:
+    """Figures of the finished sub-runs of `seeds` (default: all) -> the claims, with the
+    sub-run folders they came from."""
     def folder(key: str) -> Run:
         r = ledger.run(p.key(key))
         if r is None or r.status() != "complete":
             raise StoreError(f"sub-run {key} has not finished: rerun with --resume")
         return r
 
-    seeds = job.reproduce.seeds
+    seeds = job.reproduce.seeds if seeds is None else seeds
     names = [*rl_variants(job), "plain"]
     rl = {v: [rl_figures(folder(f"rl-{v}-{s}")) for s in seeds] for v in names}
     budget = [budget_figures(folder(f"budget-{s}")) for s in seeds]
     curves = [folder(f"budget-{s}").curves() for s in seeds]
     training = {v: [folder(f"rl-{v}-{s}").metrics() for s in seeds] for v in names}
-    return {"claims": claims(job, rl, budget), "rule": RULE, "seeds": list(seeds), "rl": rl, "budget": budget,
-            "subruns": {s.key: str(ledger.run(s.key).path) for s in p.subs},  # type: ignore[union-attr]
+    return {"claims": claims(job, rl, budget), "rule": RULE, "seeds": list(seeds),
+            "partial": list(seeds) != list(job.reproduce.seeds), "rl": rl, "budget": budget,
+            "subruns": {k: str(ledger.runs_dir / rid) for k, rid in ledger.ids.items()},
             "aliases": p.alias, "_curves": curves, "_training": training}
 
 
@@ -386,7 +392,8 @@ def _table(report: dict) -> str:
         verdict = "<b style='color:#1a7f37'>yes</b>" if c["reproduced"] else "<b style='color:#cf222e'>no</b>"
         rows.append(f"<tr><td>{c['id']}. {html.escape(c['claim'])}</td><td>{html.escape(c['figure'])}"
                     f"<br><small>{html.escape(ctx)}</small></td><td>{verdict}</td></tr>")
-    seeds = ", ".join(map(str, report["seeds"]))
+    seeds = ", ".join(map(str, report["seeds"])) + (" (partial: the other seeds are still running)"
+                                                    if report.get("partial") else "")
     return (f"<p>Embedded task, seeds {seeds}. Verdict rule, fixed before the runs: {html.escape(RULE)}. "
             "Accuracies are held-out pass@1 (temperature 1.0) at the rollout limit.</p>\n"
             "<table><tr><th>claim</th><th>our figure (mean, 95% interval, per seed)</th><th>reproduced</th></tr>"

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError, ReproduceJob, build, load_preset
-from core.reproduce import Ledger, build_report, curve_slope, plan, summarize, write_report
+from core.reproduce import (
+    Ledger,
+    build_report,
+    curve_slope,
+    finished_seeds,
+    plan,
+    summarize,
+    write_report,
+)
 from core.store import new_run
 from tests.conftest import ROOT
 
@@ -116,12 +124,15 @@ def test_report_from_run_folders(finished) -> None:
     assert "<table" in body and body.count("<tr>") == 7 and '"$schema"' in page
 
 
-def test_report_refuses_an_unfinished_sub_run(finished) -> None:
+def test_report_refuses_an_unfinished_sub_run_but_covers_finished_seeds(finished) -> None:
     job, rep, p = finished
     ledger = Ledger(rep)
     ledger.run("rl-frozen-1").summary_path.unlink()
     with pytest.raises(ValueError, match="rl-frozen-1 has not finished"):
         build_report(job, p, ledger)
+    assert finished_seeds(job, p, ledger) == [0, 2]  # meanwhile a report covers the finished seeds
+    partial = build_report(job, p, ledger, [0, 2])
+    assert partial["partial"] and partial["claims"][0]["parts"][0]["values"] == pytest.approx([0.1, 0.1])
 
 
 def test_resume_skips_finished_continues_rl_restarts_the_rest(tmp_path: Path) -> None:
