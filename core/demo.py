@@ -20,8 +20,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from core.config import BudgetJob, ConfigError, RLJob, SFTJob, build, non_defaults, to_dict
-from core.store import Run, new_run, open_run
+from core.config import BudgetJob, ConfigError, RLJob, SFTJob
+from core.store import Run, open_run
 
 Say = Callable[[str], None]
 
@@ -49,25 +49,12 @@ def stage_presets(preset: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_stage(cls: type, preset: dict[str, Any], links: dict[str, Any], runs_dir: str | Path,
+def run_stage(stage: str, preset: dict[str, Any], links: dict[str, Any], runs_dir: str | Path,
               say: Say, progress: bool) -> tuple[Run, dict]:
     """What `python -m lab <stage> --preset ... key=value` does: build, check, run, summarize."""
-    from core import jobs
-    from core.sweeps import run_budget
+    from core.commands import run_command
 
-    cfg = build(cls, preset, links)
-    stage = {SFTJob: "sft", RLJob: "rl", BudgetJob: "budget"}[cls]
-    jobs.preflight(cfg, runs_dir)
-    run = new_run(runs_dir, stage, to_dict(cfg))
-    say(f"{stage}: run folder {run.path}" + "".join(f", {k}={v}" for k, v in non_defaults(cfg).items()))
-    stories: dict[type, Callable[[], dict]] = {
-        SFTJob: lambda: jobs.run_sft(cfg, run, say, runs_dir, progress),
-        RLJob: lambda: jobs.run_rl(cfg, run, say, progress, runs_dir),
-        BudgetJob: lambda: run_budget(cfg, run, say, progress, runs_dir),
-    }
-    out = stories[cls]()
-    run.write_summary(out)
-    return run, out
+    return run_command(stage, links, runs_dir, preset, say, progress)
 
 
 def run_demo(run: Run, say: Say, progress: bool = True, runs_dir: str | Path = "runs",
@@ -79,12 +66,12 @@ def run_demo(run: Run, say: Say, progress: bool = True, runs_dir: str | Path = "
     for m in run.metrics():  # stages a previous attempt finished
         if m.get("stage_done") and open_run(m["run_dir"]).summary() is not None:
             done[m["stage_done"]], seconds[m["stage_done"]] = m["run_dir"], m["time_s"]
-    for stage, cls, links in STAGES:
+    for stage, _cls, links in STAGES:
         if stage in done:
             say(f"{stage}: reusing {done[stage]}")
             continue
         t0 = time.time()
-        sub, _ = run_stage(cls, presets[stage], links(done), runs_dir, say, progress)
+        sub, _ = run_stage(stage, presets[stage], links(done), runs_dir, say, progress)
         done[stage], seconds[stage] = str(sub.path), time.time() - t0
         run.log_metrics({"stage_done": stage, "run_dir": str(sub.path), "time_s": seconds[stage]})
     figures = headline(done, seconds)

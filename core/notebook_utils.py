@@ -38,15 +38,15 @@ def say(text: str) -> None:
 
 
 def run_job(command: str, overrides: Mapping[str, Any] | None = None, runs: str | Path = "runs",
-            progress: bool = True, log: Callable[[str], None] = say) -> tuple[Run, dict]:
-    """`python -m lab <command> key=value ...` from Python, for sft | rl | budget: (run, summary).
+            preset: Mapping[str, Any] | None = None, progress: bool = True,
+            log: Callable[[str], None] = say) -> tuple[Run, dict]:
+    """Run `command` (synth | sft | rl | eval | budget) like the command line; (run, summary).
 
-    `overrides` are dotted keys as on the command line ({"sft.max_steps": 100})."""
-    from core.demo import run_stage
+    `overrides` are dotted keys as on the command line ({"sft.max_steps": 100}); `preset` is a
+    loaded preset (core.config.load_preset). Returns the run folder and its summary.json."""
+    from core.commands import run_command
 
-    if command not in STAGES:
-        raise ValueError(f"unknown command {command!r}: one of {', '.join(STAGES)}")
-    return run_stage(STAGES[command], {}, dict(overrides or {}), runs, log, progress)
+    return run_command(command, overrides, runs, preset, log, progress)
 
 
 def config_matches(config: Mapping[str, Any], match: Mapping[str, Any]) -> bool:

@@ -13,30 +13,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import (
-    BudgetJob,
-    ConfigError,
-    EvalJob,
-    ReproduceJob,
-    RLJob,
-    SFTJob,
-    SynthJob,
-    build,
-    describe,
-    load_preset,
-    non_defaults,
-    to_dict,
-)
+from core.commands import JOBS
+from core.config import ConfigError, describe, load_preset, to_dict
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEMO_HELP = ("The embedded pipeline end to end: synthesize traces, SFT, a 60-step T1 RL run, budget "
              "curves for the SFT model and every RL checkpoint, report.html; then the dashboard.")
-JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob, "budget": BudgetJob,
-                         "reproduce": ReproduceJob}
 HELP = {
     "synth": "write trial-and-error + self-verification traces (embedded task, LLM teachers or THUDM/T1)",
     "sft": "synthesize (or load) traces, fine-tune the model, evaluate on held-out problems",
@@ -109,38 +94,21 @@ def _say(text: str) -> None:
 
 
 def _run_job(args: argparse.Namespace) -> dict[str, Any]:
-    from core import jobs
-    from core.reproduce import run_reproduce
-    from core.store import new_run
-    from core.sweeps import run_budget
+    from core.commands import run_command, story
 
-    cls = JOBS[args.command]
     if getattr(args, "resume", None):
         from core.config import from_dict
         from core.store import open_run
 
         run = open_run(args.resume, args.runs_dir)
-        cfg = from_dict(cls, run.config().get("config", {}))
+        cfg = from_dict(JOBS[args.command], run.config().get("config", {}))
         _say(f"resuming {run.path}")
         run.write_config(args.command, to_dict(cfg))
+        out = story(args.command, cfg, run, _say, not args.quiet, args.runs_dir, resume=True)
+        run.write_summary(out)
     else:
-        cfg = build(cls, _preset(args.preset), _parse_overrides(args.overrides))
-        changed = non_defaults(cfg)
-        _say(f"{args.command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
-        jobs.preflight(cfg, args.runs_dir)
-        run = new_run(args.runs_dir, args.command, to_dict(cfg), run_id=args.run_id)
-    _say(f"run folder {run.path}")
-    progress = not args.quiet
-    stories: dict[str, Callable[[], dict]] = {
-        "synth": lambda: jobs.run_synth(cfg, run, _say, progress),
-        "sft": lambda: jobs.run_sft(cfg, run, _say, args.runs_dir, progress),
-        "rl": lambda: jobs.run_rl(cfg, run, _say, progress, args.runs_dir, bool(getattr(args, "resume", None))),
-        "eval": lambda: jobs.run_eval(cfg, run, _say, progress, args.runs_dir),
-        "budget": lambda: run_budget(cfg, run, _say, progress, args.runs_dir),
-        "reproduce": lambda: run_reproduce(cfg, run, _say, progress),
-    }
-    out = stories[args.command]()
-    run.write_summary(out)
+        run, out = run_command(args.command, _parse_overrides(args.overrides), args.runs_dir,
+                               _preset(args.preset), _say, not args.quiet, args.run_id)
     return {"run_dir": str(run.path), **out}
 
 
