@@ -199,17 +199,30 @@ def test_lora_model_syncs_merged(policy, engine) -> None:
     assert any("lora_" in n for n, _ in peft.named_parameters())  # the adapter was unmerged, kept
 
 
-@pytest.mark.vllm
-def test_one_rl_step_with_vllm(tmp_path, trained_dir) -> None:
-    args = ["rl", "-q", "--runs-dir", str(tmp_path), f"rl.init={trained_dir}", "rl.steps=2",
-            "rl.prompts_per_step=4", "rl.num_generations=4", "rl.max_new_tokens=32",
-            "rl.micro_batch_size=16", "rl.eval_problems=8", "rl.eval_every=0", "rl.save_every=2",
-            "rl.lr=1e-2", "eval.sampling.backend=vllm"]
+def _lab(*args: str) -> dict:
+    """Run `python -m lab ARGS` in this interpreter; its last stdout line as JSON."""
     proc = subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.vllm
+def test_one_rl_step_with_vllm(tmp_path, trained_dir) -> None:
+    out = _lab("rl", "-q", "--runs-dir", str(tmp_path), f"rl.init={trained_dir}", "rl.steps=2",
+               "rl.prompts_per_step=4", "rl.num_generations=4", "rl.max_new_tokens=32",
+               "rl.micro_batch_size=16", "rl.eval_problems=8", "rl.eval_every=0", "rl.save_every=2",
+               "rl.lr=1e-2", "eval.sampling.backend=vllm")
     rows = [json.loads(x) for x in open(os.path.join(out["run_dir"], "metrics.jsonl"))]
     steps = [r for r in rows if "reward/mean" in r]
     assert [r["step"] for r in steps] == [1, 2] and all("time/sync_weights_s" in r for r in steps)
     assert steps[0]["rollout/tokens"] > 0
+
+
+@pytest.mark.vllm
+def test_budget_sweep_with_vllm(tmp_path, trained_dir) -> None:
+    out = _lab("budget", "-q", "--runs-dir", str(tmp_path), "--run-id", "b", f"model.name={trained_dir}",
+               "budget.num_problems=4", "budget.budgets=8,16", "budget.sampling.backend=vllm")
+    curve = json.loads((tmp_path / "b" / "curves" / f"{trained_dir.name}.json").read_text())
+    assert curve["complete"] and [p["budget_tokens"] for p in curve["points"]] == [8, 16]
+    assert set(out["acc_at_max"]) == {trained_dir.name}
