@@ -88,11 +88,15 @@ def run_budget(job: BudgetJob, run: Run, say: Say, progress: bool = True,
     summarizer = None
     if cfg.mode == "summarizer":
         smodel, stok = load_model(replace(job.model, name=resolve_model_path(cfg.summarizer, runs_dir)), seed=0)
-        summarizer = make_sampler(cfg.sampling.backend, smodel, stok)
+        summarizer = make_sampler(cfg.sampling.backend, smodel, stok, cfg.sampling)
     out: dict[str, Any] = {"acc_at_max": {}, "acc_at_min": {}, "climb": {}, "truncated_at_min": {}}
+    sampler = None
     for ck in ckpts:
         model, tok = load_model(replace(job.model, name=ck.path), seed=0)
-        sampler = make_sampler(cfg.sampling.backend, model, tok)
+        if sampler is None:
+            sampler = make_sampler(cfg.sampling.backend, model, tok, cfg.sampling)
+        else:  # the next checkpoint of the same model: swap weights, keep the engine
+            sampler.sync_weights(model)
         t1 = time.time()
         sweep = generate_sweep(sampler, task, problems, cfg, progress, summarizer)
         gen_s = time.time() - t1

@@ -42,12 +42,13 @@ class LocalTeacher:
     """A local model as a teacher, sampled by the lab's own sampler (teacher.sampling.backend:
     transformers or vLLM), so seeds and finish reasons behave as everywhere else."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, backend: str = "hf"):
+    def __init__(self, name: str, model: Any, tokenizer: Any, backend: str = "hf",
+                 sampling: SamplingConfig | None = None):
         from core.sampling import make_sampler
 
         self.name = name
         self.tokenizer = tokenizer
-        self.sampler = make_sampler(backend, model, tokenizer)
+        self.sampler = make_sampler(backend, model, tokenizer, sampling)
 
     def complete(self, prompts: Sequence[str], params: SamplingConfig, seed: int,
                  n: int = 1) -> list[list[Completion]]:
@@ -72,7 +73,7 @@ def open_teacher(spec: str, cfg: TeacherConfig, runs_dir: str = "runs") -> Teach
 
     path = resolve_model_path(spec, runs_dir)
     model, tok = load_model(ModelConfig(name=path), seed=0)
-    return LocalTeacher(spec, model, tok, cfg.sampling.backend)
+    return LocalTeacher(spec, model, tok, cfg.sampling.backend, cfg.sampling)
 
 
 def open_teachers(cfg: TeacherConfig, runs_dir: str = "runs") -> tuple[list[Teacher], Teacher]:
