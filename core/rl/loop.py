@@ -106,16 +106,18 @@ class Trainer:
         """(log pi_old, log pi_ref) of the batch's tokens, [B, L-1] each (ref None without anchor).
 
         pi_old is the sampling policy: the sampler's own log-probs when it reports them (no extra
-        pass), else a no-grad pass. The anchor pass runs under bf16 autocast when the update does:
-        against fp32 sampler log-probs that adds about 0.01 nats of rounding to a 60-token
-        sequence's KL (tests/test_rl_trainer.py bounds it), far below the KL the anchor tracks.
+        pass), else a no-grad pass. The anchor pass runs in the precision of pi_old: bf16 logits
+        against fp32 ones add a spurious positive KL (E_p[log p - log q] of the rounding noise; on
+        the embedded default the mean logged KL rose from about 2.5 to 3-4 nats per response).
         """
         c = self.cfg
+        bf16 = c.bf16_autocast
         if all(comp.token_logprobs is not None for comp in comps):
             old = place_logprobs(prompts, [comp.token_logprobs or () for comp in comps], batch)
+            bf16 = False  # the HF sampler decodes in the weights' dtype, without autocast
         else:
-            old = logprobs_no_grad(self.policy, batch, c.micro_batch_size, c.bf16_autocast)
-        ref = self.anchor.logprobs(self.policy, batch, c.micro_batch_size, c.bf16_autocast) if self.anchor.active else None
+            old = logprobs_no_grad(self.policy, batch, c.micro_batch_size, bf16)
+        ref = self.anchor.logprobs(self.policy, batch, c.micro_batch_size, bf16) if self.anchor.active else None
         return old, ref
 
     def advantages(self, r: Rollouts, batch: RolloutBatch, old_logp: torch.Tensor,
