@@ -322,6 +322,7 @@ def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
     a run folder is made, so that bad input fails fast and leaves nothing behind."""
     from core.models import resolve_source
 
+    _preflight_backends(job)
     if isinstance(job, SFTJob) and job.sft.data:
         traces_file(job.sft.data, runs_dir)
     model = getattr(job, "model", None)
@@ -343,6 +344,19 @@ def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
         _preflight_teachers(job, runs_dir)
     if job.task.name != "pairsum":
         make_task(job.task)
+
+
+def _preflight_backends(job: Any) -> None:
+    """A vllm backend anywhere in the job needs vllm installed (checked without importing it)."""
+    import importlib.util
+
+    from core.config import ConfigError
+    from core.sampling import VLLM_MISSING
+
+    sections = [getattr(job, name, None) for name in ("eval", "budget", "teacher")]
+    wants = any(getattr(getattr(sec, "sampling", None), "backend", "hf") == "vllm" for sec in sections)
+    if wants and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(VLLM_MISSING)
 
 
 def _preflight_teachers(job: SynthJob, runs_dir: str | Path) -> None:

