@@ -278,7 +278,7 @@ def claim(cid: int, text: str, parts: dict[str, list[float]], context: dict[str,
 
 
 def _fmt(part: dict, unit: str) -> str:
-    scale, suffix = (100, " pts") if unit == "accuracy" else (100, " pts/doubling") if unit == "slope" else (1, "")
+    scale, suffix = 100, {"accuracy": " pts", "slope": " pts/doubling", "fraction": " pts of rollouts"}[unit]
     ci = part["ci"]
     interval = f" [{ci[0] * scale:+.1f}, {ci[1] * scale:+.1f}]" if ci else ""
     seeds = ", ".join(f"{v * scale:+.1f}" for v in part["values"])
