@@ -75,4 +75,5 @@ def html_page(title: str, body_html: str, chart: Any | None) -> str:
         return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{style}</head><body>{head}</body></html>"
     page = chart.to_html(inline=True)
     page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>{style}", 1)
-    return page.replace("<body>", "<body>\n" + head, 1)
+    at = page.rfind("<body>") + len("<body>")  # the last one: the inlined vega code holds the text too
+    return page[:at] + "\n" + head + page[at:]
