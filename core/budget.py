@@ -120,12 +120,17 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
     if fast:
         from core.sampling.hf_forks import generate_forked
 
-        def plan(generated: list[int]) -> Sequence[int] | None:
-            return None if find_subsequence(generated, cue.core) is not None else cue.after(tok, generated)
+        def plan(generated: list[int], budget: int) -> Sequence[int] | None:
+            at = find_subsequence(generated, cue.core)  # its own answer: reasoning of `at` tokens
+            return None if at is not None and at <= budget else cue.after(tok, generated[:budget])
 
         groups, answers = generate_forked(
             sampler, prompts, params, seed, cfg.num_samples, cfg.budgets, plan,  # type: ignore[arg-type]
             _answer_params(cfg), answer_seed, progress)
+        # a fork taken before the response's next token was known may turn out unneeded
+        for b, got in answers.items():
+            answers[b] = {(i, j): a for (i, j), a in got.items()
+                          if truncated_at(reasoning_length(groups[i][j], cue.core, eos), b)}
         return Sweep(groups, answers, cue)
     groups = sampler.generate(prompts, params, seed=seed, n=cfg.num_samples, progress=progress)
     for r in range(cfg.extend_wait):

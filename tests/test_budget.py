@@ -132,16 +132,19 @@ def test_forced_answers_continue_from_the_exact_truncated_ids(peaked_sampler, pa
         assert set(keys) == cut
 
 
-def test_kv_cache_forks_match_regenerating_each_prefix(peaked_sampler, pairsum_task) -> None:
+@pytest.mark.parametrize("stop", [("ok", "yes"), ()], ids=["stop-strings", "eos-only"])
+def test_kv_cache_forks_match_regenerating_each_prefix(peaked_sampler, pairsum_task, stop) -> None:
     """The fork path answers exactly as a fresh pass over prompt + truncated ids + cue does, and
-    leaves the main samples equal to a plain generation with the same seed."""
-    problems = pairsum_task.problems("heldout", CFG.num_problems)
-    forked = generate_sweep(peaked_sampler, pairsum_task, problems, CFG)
-    plain = generate_sweep(peaked_sampler, pairsum_task, problems, CFG, fork=False)
+    leaves the main samples equal to a plain generation with the same seed. Without stop strings
+    budget B is forked one step late, from a cache that holds exactly B tokens."""
+    cfg = replace(CFG, sampling=replace(CFG.sampling, stop=stop))
+    problems = pairsum_task.problems("heldout", cfg.num_problems)
+    forked = generate_sweep(peaked_sampler, pairsum_task, problems, cfg)
+    plain = generate_sweep(peaked_sampler, pairsum_task, problems, cfg, fork=False)
     assert forked.groups == plain.groups
     ended_early = sum(c.finish_reason == "stop" for g in plain.groups for c in g)
-    assert 0 < ended_early < CFG.num_problems * CFG.num_samples  # both kinds of rows covered
-    for b in CFG.budgets:
+    assert 0 < ended_early < cfg.num_problems * cfg.num_samples  # both kinds of rows covered
+    for b in cfg.budgets:
         assert forked.answers[b].keys() == plain.answers[b].keys()
         for key, ans in plain.answers[b].items():
             assert forked.answers[b][key].token_ids == ans.token_ids, (b, key)

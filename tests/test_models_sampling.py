@@ -108,3 +108,39 @@ def test_stop_string_cuts_text_and_ids(sampler) -> None:
     assert tok.decode(list(c.token_ids)) == c.text
     plain = sampler._completion(gen, SamplingConfig(), 0, 0)
     assert plain.finish_reason == "length" and plain.num_tokens == len(gen)
+
+
+def test_growing_kv_cache_gives_dynamic_cache_logits(sampler) -> None:
+    """Prefill, decode steps past the capacity (so it grows), dropping rows and copying rows out
+    with room to spare: the in-place cache yields the logits of transformers' DynamicCache."""
+    from transformers import DynamicCache
+
+    from core.sampling.kv_cache import GrowingCache, select_rows
+
+    model = sampler.model.eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 200, (4, 7), generator=gen)
+    steps = torch.randint(5, 200, (4, 12), generator=gen)
+    ours, ref = GrowingCache(capacity=9), DynamicCache()
+    with torch.no_grad():
+        for k, x in enumerate([ids, *steps.split(1, dim=1)]):
+            if k == 6:  # rows 0 and 2 finish
+                keep = torch.tensor([1, 3])
+                ours.batch_select_indices(keep)
+                ref.batch_select_indices(keep)
+            if k >= 6:
+                x = x[[1, 3]]
+            a = model(input_ids=x, past_key_values=ours, use_cache=True).logits
+            b = model(input_ids=x, past_key_values=ref, use_cache=True).logits
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert ours.get_seq_length() == ref.get_seq_length() == 7 + 12
+        x = torch.tensor([[9, 10, 11], [12, 13, 14]])
+        rows = torch.tensor([1, 0])
+        fork = select_rows(ref, rows, room=2)  # 3 tokens into room for 2: it grows
+        a = model(input_ids=x, past_key_values=fork, use_cache=True).logits
+        ref2 = DynamicCache()
+        for i, layer in enumerate(ref.layers):
+            ref2.update(layer.keys[rows], layer.values[rows], i)
+        b = model(input_ids=x, past_key_values=ref2, use_cache=True).logits
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert ref.get_seq_length() == 19 and fork.get_seq_length() == 22  # the source is unchanged

@@ -17,26 +17,21 @@ import torch
 
 from core.config import SamplingConfig
 from core.sampling.hf import DecodeState, HFSampler
+from core.sampling.kv_cache import select_rows
 from core.types import Completion
 
-# tokens generated so far by one row -> the cue ids to force an answer with, or None (no fork)
-ForkPlan = Callable[[list[int]], Sequence[int] | None]
+# (tokens generated so far by one row, budget) -> the cue ids (at least one) to append to its
+# first `budget` tokens to force an answer, or None (no fork)
+ForkPlan = Callable[[list[int], int], Sequence[int] | None]
 # budget -> (prompt index, sample index) -> the forced answer (cue excluded)
 Forks = dict[int, dict[tuple[int, int], Completion]]
 
 
-def _select_cache(cache: object, rows: torch.Tensor) -> object:
-    """A new DynamicCache holding only `rows` (batch dim) of every layer; `cache` unchanged."""
-    from transformers import DynamicCache
-
-    out = DynamicCache()
-    for layer_idx, layer in enumerate(cache.layers):  # type: ignore[attr-defined]
-        out.update(layer.keys.index_select(0, rows), layer.values.index_select(0, rows), layer_idx)
-    return out
-
-
-def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad_id: int) -> DecodeState:
-    """The state that feeds, for live row rows[k], the pending token and then cues[k].
+def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad_id: int,
+                answer_tokens: int, pending: bool) -> DecodeState:
+    """The state that feeds, for live row rows[k], cues[k]: after the pending token when
+    `pending`, or instead of it (the fork then continues from the tokens already in the cache,
+    one fewer than `st.t`).
 
     Cues of different lengths are left-padded with masked-out tokens (position ids skip
     them), so one batch serves them all."""
@@ -50,13 +45,17 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
             cue_ids[k, width - len(cue) :] = torch.tensor(list(cue), dtype=torch.long)
             cue_mask[k, width - len(cue) :] = 1
     cue_ids, cue_mask = cue_ids.to(dev), cue_mask.to(dev)
-    step_ids = torch.cat([st.step_ids.index_select(0, idx), cue_ids], dim=1)
-    pos0 = st.step_pos.index_select(0, idx)
-    step_pos = torch.cat([pos0, pos0 + cue_mask.cumsum(dim=1)], dim=1)
-    mask = torch.cat([st.mask.index_select(0, idx), cue_mask], dim=1)
+    pos0 = st.step_pos.index_select(0, idx)  # the pending token's position
+    mask = st.mask.index_select(0, idx)
+    if pending:
+        step_ids = torch.cat([st.step_ids.index_select(0, idx), cue_ids], dim=1)
+        step_pos = torch.cat([pos0, pos0 + cue_mask.cumsum(dim=1)], dim=1)
+    else:
+        step_ids, step_pos, mask = cue_ids, pos0 - 1 + cue_mask.cumsum(dim=1), mask[:, :-1]
+    mask = torch.cat([mask, cue_mask], dim=1)
     live = torch.arange(len(rows), device=dev)
-    return DecodeState(0, _select_cache(st.cache, idx), mask, step_ids, step_pos, live,
-                       [[] for _ in rows])
+    cache = select_rows(st.cache, idx, room=step_ids.shape[1] + answer_tokens)
+    return DecodeState(0, cache, mask, step_ids, step_pos, live, [[] for _ in rows])
 
 
 def generate_forked(
@@ -73,8 +72,8 @@ def generate_forked(
 ) -> tuple[list[list[Completion]], Forks]:
     """Sample like `sampler.generate` and fork forced answers at each budget in `fork_at`.
 
-    At budget B (tokens generated), every row still being decoded is offered to `plan`; when it
-    returns cue ids, the answer after prompt + first B tokens + cue is decoded with
+    At budget B (tokens generated), every row still being decoded is offered to `plan` (with
+    its tokens so far: B, or B + 1 when forked one step late); when it returns cue ids, the answer after prompt + first B tokens + cue is decoded with
     `answer_params` (its own seeded generator). Rows that ended before B are never forked.
     Returns (completions grouped per prompt as `generate` does, forced answers per budget)."""
     from tqdm.auto import tqdm
@@ -84,27 +83,42 @@ def generate_forked(
     forks: Forks = {b: {} for b in fork_at}
     generator = torch.Generator(device=sampler.device).manual_seed(seed)
     answer_gen = torch.Generator(device=sampler.device).manual_seed(answer_seed)
-    budgets = set(fork_at)
+    budgets, top = set(fork_at), params.max_new_tokens
+    lookahead = not params.stop
+
+    def _due(t: int) -> list[tuple[int, bool]]:
+        """(budget, pending?) of the forks due when `t` tokens are generated. Budget B is forked
+        one step late, when the cache holds exactly its B tokens (so the fork feeds only the cue),
+        except at the token limit. Not with stop strings: a row that stops on token B + 1 still
+        needs its answer at B but is gone by then."""
+        if not lookahead:
+            return [(t, True)] if t in budgets else []
+        due = [(t - 1, False)] if t - 1 in budgets and t > 1 else []
+        return due + ([(t, True)] if t == top and t in budgets else [])
+
+    def fork(st: DecodeState, chunk: list[tuple[int, int]], budget: int, pending: bool) -> None:
+        ks, cues = [], []
+        for k, r in enumerate(st.live.tolist()):
+            cue = plan(st.generated[r], budget)
+            if cue is not None:
+                assert len(cue) > 0, "a fork plan returns at least one cue token"
+                ks.append(k)
+                cues.append(cue)
+        if not ks:
+            return
+        state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending)
+        answers = sampler._decode([], answer_params, answer_gen, start=state)
+        for k, ans in zip(ks, answers):
+            i, j = chunk[int(st.live[k])]
+            forks[budget][(i, j)] = sampler._completion(ans, answer_params, i, j)
+
     chunks = range(0, len(rows), params.batch_size)
     for start in tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False):
         chunk = rows[start : start + params.batch_size]
 
         def hook(st: DecodeState, chunk: list[tuple[int, int]] = chunk) -> None:
-            if st.t not in budgets:
-                return
-            ks, cues = [], []
-            for k, r in enumerate(st.live.tolist()):
-                cue = plan(st.generated[r])
-                if cue is not None:
-                    ks.append(k)
-                    cues.append(cue)
-            if not ks:
-                return
-            fork = _fork_state(st, ks, cues, sampler.pad_id)
-            answers = sampler._decode([], answer_params, answer_gen, start=fork)
-            for k, ans in zip(ks, answers):
-                i, j = chunk[int(st.live[k])]
-                forks[st.t][(i, j)] = sampler._completion(ans, answer_params, i, j)
+            for budget, pending in _due(st.t):
+                fork(st, chunk, budget, pending)
 
         logprobs: list[list[float]] = [[] for _ in chunk]
         ids = sampler._decode([prompt_ids[i] for i, _ in chunk], params, generator, hook=hook,
