@@ -144,3 +144,30 @@ def test_growing_kv_cache_gives_dynamic_cache_logits(sampler) -> None:
         b = model(input_ids=x, past_key_values=ref2, use_cache=True).logits
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert ref.get_seq_length() == 19 and fork.get_seq_length() == 22  # the source is unchanged
+
+
+def test_prefill_runs_each_distinct_prompt_once(sampler) -> None:
+    """n samples per prompt: the prefill runs the distinct prompts only and copies the rows;
+    logits and KV cache equal a prefill of every row."""
+    from transformers import DynamicCache
+
+    prompts = [p for p in _prompts(sampler, 3) for _ in range(4)]  # 3 prompts x 4 rows
+    prompts.insert(5, prompts.pop(0))  # repeats need not be adjacent
+    st = sampler._start(prompts)
+    calls = []
+    hook = sampler.model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape[0]),
+                                                  with_kwargs=True)
+    try:
+        with torch.no_grad():
+            shared = sampler._prefill(st.step_ids, st.mask, st.step_pos, st.cache)
+    finally:
+        hook.remove()
+    assert calls == [3]
+    ref_cache = DynamicCache()
+    with torch.no_grad():
+        ref = sampler.model(input_ids=st.step_ids, attention_mask=st.mask, position_ids=st.step_pos,
+                            past_key_values=ref_cache, use_cache=True).logits[:, -1, :]
+    torch.testing.assert_close(shared, ref, rtol=1e-5, atol=1e-5)
+    for ours, theirs in zip(st.cache.layers, ref_cache.layers):
+        torch.testing.assert_close(ours.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours.values, theirs.values, rtol=1e-5, atol=1e-5)

@@ -141,10 +141,13 @@ class HFSampler:
         for t in range(params.max_new_tokens):
             if hook is not None and t > 0:
                 hook(DecodeState(t, cache, mask, step_ids, step_pos, live, generated))
-            logits = self.model(
-                input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                past_key_values=cache, use_cache=True,
-            ).logits[:, -1, :]
+            if t == 0 and start is None:
+                logits = self._prefill(step_ids, mask, step_pos, cache)
+            else:
+                logits = self.model(
+                    input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                    past_key_values=cache, use_cache=True,
+                ).logits[:, -1, :]
             nxt = sample_next(logits, params, generator)
             if logprobs_out is not None:  # untempered, as the trainer scores tokens: saves it a forward pass
                 lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
@@ -169,6 +172,22 @@ class HFSampler:
                 hook(DecodeState(params.max_new_tokens, cache, mask, step_ids, step_pos, live, generated))
         self.model.train(was_training)
         return generated
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Last-position logits [R, V] of the left-padded prompts `ids` [R, W], filling `cache`.
+
+        Rows that repeat a prompt (n samples per prompt) are run once and their KV cache and
+        logits copied: with K samples per prompt the prefill costs 1/K of the rows."""
+        uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
+        if len(uniq) == len(ids):
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                              past_key_values=cache, use_cache=True).logits[:, -1, :]
+        first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(ids), device=ids.device), "amin")
+        logits = self.model(input_ids=ids[first], attention_mask=mask[first], position_ids=pos[first],
+                            past_key_values=cache, use_cache=True).logits[:, -1, :]
+        cache.batch_select_indices(inverse)
+        return logits[inverse]
 
     def _start(self, prompts: list[Sequence[int]]) -> DecodeState:
         """The state before the first forward pass: left-padded prompts, empty cache."""
