@@ -16,6 +16,7 @@ from core.config import (
     EvalConfig,
     EvalJob,
     ModelConfig,
+    ReproduceJob,
     RLJob,
     SFTJob,
     SynthJob,
@@ -342,6 +343,10 @@ def preflight(job: Any, runs_dir: str | Path = "runs") -> None:
         resolve_source(init)
     if isinstance(job, SynthJob):
         _preflight_teachers(job, runs_dir)
+    if isinstance(job, ReproduceJob):
+        from core.reproduce import plan
+
+        plan(job)  # validates every sub-run's config (the K and penalty variants too)
     if job.task.name != "pairsum":
         make_task(job.task)
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from core.config import (
     BudgetJob,
+    ConfigError,
     ReproduceJob,
     RLJob,
     SFTJob,
@@ -122,12 +123,19 @@ def plan(job: ReproduceJob) -> Plan:
             _add(p, SubRun(f"sft-{style}-{s}", "sft", sft, {"sft.data": f"synth-{style}"}, estimate_s("sft", sft), s))
         base = RLJob(job.task, job.model, replace(job.rl, seed=s), job.eval)
         for name, over in rl_variants(job).items():
-            rl = validate(apply_overrides(base, over))
+            try:
+                rl = validate(apply_overrides(base, over))
+            except ConfigError as e:
+                raise ConfigError(f"the {name} RL variant ({_overrides(over)}): {e}") from None
             _add(p, SubRun(f"rl-{name}-{s}", "rl", rl, {"rl.init": f"sft-t1-{s}"}, estimate_s("rl", rl), s))
         _add(p, SubRun(f"rl-plain-{s}", "rl", base, {"rl.init": f"sft-plain-{s}"}, estimate_s("rl", base), s))
         bj = BudgetJob(job.task, job.model, job.budget)
         _add(p, SubRun(f"budget-{s}", "budget", bj, {"model.name": f"rl-base-{s}"}, estimate_s("budget", bj), s))
     return p
+
+
+def _overrides(over: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in over.items()) or "the base recipe"
 
 
 def _add(p: Plan, sub: SubRun) -> None:

@@ -99,6 +99,7 @@ def test_config_listing() -> None:
         ("budget", ["model.name=/nonexistent/model"], "model folder not found"),
         ("eval", ["model.name=x", "--sampler", "vllm"], "needs vLLM"),
         ("budget", ["model.name=x", "budget.mode=summarizer", "budget.summarizer=/nonexistent/s"], "not found"),
+        ("reproduce", ["rl.micro_batch_size=96"], "the k4 RL variant"),  # 12 prompts x K=4 = 48
     ],
 )
 def test_bad_input_leaves_no_run_folder(tmp_path, command, args, message) -> None:
