@@ -1,7 +1,13 @@
 """RL step throughput: this lab's `core.rl.loop.Trainer` against TRL's `GRPOTrainer`.
 
-    python -m lab.bench.rl_step [--steps 5] [--prompts 8] [--k 8] [--max-new-tokens 64]
-                                [--model PATH] [--fp32] [--threads N]
+    python -m lab.bench.rl_step [--steps 5] [--prompts 16] [--k 8] [--max-new-tokens 128]
+                                [--model PATH | --random-init] [--fp32] [--threads N]
+
+Defaults are those of `python -m lab rl` on the embedded task: its prompts per step, group size
+and token limit, starting from the newest SFT run under --runs-dir (the policy RL starts from,
+whose responses end at varied lengths). Without an SFT run, or with --random-init, the
+randomly initialised embedded model is used: its responses never end, every sample runs to the
+token limit, the worst case for this trainer (it gains nothing from dropping finished rows).
 
 Both trainers run in this one process, one after the other (ours first), on the same CPU
 threads (`--threads`, default torch's; on a shared machine 1 thread avoids the stalls of
@@ -12,9 +18,9 @@ steps * prompts * K / wall seconds of the timed steps; the same per CPU second o
 (`time.process_time`) is reported too, as it moves much less when other jobs share the cores.
 
 Held equal:
-  * weights: the embedded tiny Qwen2 (`build_tiny_model()`, default TinySpec, seed 0) saved
-    in HF format to a temporary folder (or `--model PATH`); both load it with `load_policy`
-    (fp32 weights, eager attention), and TRL gets the same word-level tokenizer object;
+  * weights: the SFT checkpoint, `--model PATH`, or the embedded tiny Qwen2 (`build_tiny_model()`,
+    default TinySpec, seed 0) saved in HF format to a temporary folder; both load it with
+    `load_policy` (fp32 weights, eager attention), and TRL gets the same tokenizer object;
   * prompts: PairSumTask train problems rendered with `task.render_prompt`;
   * group size K (TRL `num_generations`), prompts per step (TRL `per_device_train_batch_size`
     = prompts * K with `gradient_accumulation_steps=1` and `steps_per_generation=1`, so one
@@ -102,6 +108,19 @@ def make_model_dir(folder: Path) -> str:
     model, tok = build_tiny_model(seed=SEED)
     save_policy(model, tok, folder)
     return str(folder)
+
+
+def pick_model(name: str | None, runs_dir: str) -> str | None:
+    """The model folder of `name` (a folder or run), else of the newest SFT run; None if none."""
+    from core.jobs import latest_sft_checkpoint, resolve_model_path
+    from core.tasks.base import TaskError
+
+    if name is not None:
+        return resolve_model_path(name, runs_dir)
+    try:
+        return latest_sft_checkpoint(runs_dir)
+    except TaskError:
+        return None
 
 
 def load(model_dir: str) -> tuple[Any, Any]:
@@ -230,11 +249,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=5, help="timed RL steps per trainer (after 1 warm-up)")
-    p.add_argument("--prompts", type=int, default=8, help="prompts per step")
-    p.add_argument("--k", type=int, default=8, help="samples per prompt (group size)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="completion token limit")
+    p.add_argument("--prompts", type=int, default=16, help="prompts per step (lab rl's default)")
+    p.add_argument("--k", type=int, default=8, help="samples per prompt (group size; lab rl's default)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="completion token limit (lab rl's default)")
     p.add_argument("--model", default=None,
-                   help="HF model folder (default: the embedded tiny model, saved to a temp folder)")
+                   help="HF model folder or run (default: the newest SFT run's checkpoint)")
+    p.add_argument("--random-init", action="store_true",
+                   help="the randomly initialised embedded model instead (responses never end)")
+    p.add_argument("--runs-dir", default="runs", help="where to look for the newest SFT run")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0 = torch's default)")
     p.add_argument("--fp32", action="store_true",
                    help="train in fp32 on both (default: bf16 autocast on both, each one's default)")
@@ -255,8 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     task = PairSumTask()
     problems = task.problems("train", NUM_PROBLEMS)
     with tempfile.TemporaryDirectory(prefix="bench-rl-step-") as tmp:
-        model_dir = args.model or make_model_dir(Path(tmp) / "model")
-        print(f"model {model_dir if args.model else 'embedded tiny (temp copy)'}, cpu, "
+        model_dir = None if args.random_init else pick_model(args.model, args.runs_dir)
+        label = model_dir or "randomly initialised embedded model (temp copy)"
+        model_dir = model_dir or make_model_dir(Path(tmp) / "model")
+        print(f"model {label}, cpu, "
               f"{torch.get_num_threads()} threads, {args.prompts} prompts x {args.k} samples, "
               f"{args.max_new_tokens} tokens, temperature {TEMPERATURE}, "
               f"{'fp32' if args.fp32 else 'bf16 autocast'}, {args.steps} timed steps each, "
@@ -273,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_ratio": round(ours.samples_per_cpu_s / theirs.samples_per_cpu_s, 3),
         "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
         "steps": args.steps, "prompts": args.prompts, "k": args.k,
-        "max_new_tokens": args.max_new_tokens, "trl_version": version,
+        "max_new_tokens": args.max_new_tokens, "model": label, "trl_version": version,
     }
     print(json.dumps(out), flush=True)
     return out
