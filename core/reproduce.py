@@ -19,7 +19,9 @@ from `estimate_s`, which the progress ETA also uses): synth 2 x ~15 s; SFT at th
 size (1700 steps; shorter SFT did not learn the task) 3 x ~4.7 min T1 + 3 x ~1.3 min plain =
 ~18 min; RL 15 runs of 30 steps x 12 prompts = ~22 min (per seed: 4 runs at K=8 ~67 s each, K=4
 ~40 s, K=16 ~2 min); budget sweeps 3 x 4 checkpoints x 300 problems = ~4 min; total ~44 min,
-leaving some headroom under 60 min. The preset sets
+leaving some headroom under 60 min. Measured: 51m24s for the whole plan with one core of the
+2-core machine busy with other work much of the time (seeds 17m15s, 16m44s, 17m17s; each SFT
+T1 run 6.4-6.9 min, the largest item). The preset sets
 model.threads=1: with other jobs on the cores, two torch threads per process wait on each other
 (SFT measured 7.7 s/step with 2 threads against 0.57 s/step with 1 at load ~10).
 
