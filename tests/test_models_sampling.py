@@ -153,6 +153,8 @@ def test_prefill_runs_each_distinct_prompt_once(sampler) -> None:
 
     prompts = [p for p in _prompts(sampler, 3) for _ in range(4)]  # 3 prompts x 4 rows
     prompts.insert(5, prompts.pop(0))  # repeats need not be adjacent
+    pad = sampler.pad_id
+    prompts += [[pad, 7], [7]]  # the same ids once left-padded, but not the same prompt
     st = sampler._start(prompts)
     calls = []
     hook = sampler.model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape[0]),
@@ -162,7 +164,7 @@ def test_prefill_runs_each_distinct_prompt_once(sampler) -> None:
             shared = sampler._prefill(st.step_ids, st.mask, st.step_pos, st.cache)
     finally:
         hook.remove()
-    assert calls == [3]
+    assert calls == [5]
     ref_cache = DynamicCache()
     with torch.no_grad():
         ref = sampler.model(input_ids=st.step_ids, attention_mask=st.mask, position_ids=st.step_pos,

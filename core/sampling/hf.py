@@ -178,7 +178,7 @@ class HFSampler:
 
         Rows that repeat a prompt (n samples per prompt) are run once and their KV cache and
         logits copied: with K samples per prompt the prefill costs 1/K of the rows."""
-        uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
+        uniq, inverse = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
         if len(uniq) == len(ids):
             return self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                               past_key_values=cache, use_cache=True).logits[:, -1, :]
