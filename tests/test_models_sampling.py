@@ -123,24 +123,26 @@ def test_growing_kv_cache_gives_dynamic_cache_logits(sampler) -> None:
     steps = torch.randint(5, 200, (4, 12), generator=gen)
     ours, ref = GrowingCache(capacity=9), DynamicCache()
     with torch.no_grad():
+        rows = [0, 1, 2, 3]
         for k, x in enumerate([ids, *steps.split(1, dim=1)]):
-            if k == 6:  # rows 0 and 2 finish
-                keep = torch.tensor([1, 3])
+            drop = {6: [0, 2], 8: [3]}.get(k, [])  # rows finish: the second drop reuses the spare buffers
+            if drop:
+                keep = torch.tensor([i for i, r in enumerate(rows) if r not in drop])
+                rows = [r for r in rows if r not in drop]
                 ours.batch_select_indices(keep)
                 ref.batch_select_indices(keep)
-            if k >= 6:
-                x = x[[1, 3]]
+            x = x[rows]
             a = model(input_ids=x, past_key_values=ours, use_cache=True).logits
             b = model(input_ids=x, past_key_values=ref, use_cache=True).logits
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        assert ours.get_seq_length() == ref.get_seq_length() == 7 + 12
+        assert ours.get_seq_length() == ref.get_seq_length() == 7 + 12 and rows == [1]
         x = torch.tensor([[9, 10, 11], [12, 13, 14]])
-        rows = torch.tensor([1, 0])
-        fork = select_rows(ref, rows, room=2)  # 3 tokens into room for 2: it grows
+        pick = torch.tensor([0, 0])
+        fork = select_rows(ref, pick, room=2)  # 3 tokens into room for 2: it grows
         a = model(input_ids=x, past_key_values=fork, use_cache=True).logits
         ref2 = DynamicCache()
         for i, layer in enumerate(ref.layers):
-            ref2.update(layer.keys[rows], layer.values[rows], i)
+            ref2.update(layer.keys[pick], layer.values[pick], i)
         b = model(input_ids=x, past_key_values=ref2, use_cache=True).logits
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert ref.get_seq_length() == 19 and fork.get_seq_length() == 22  # the source is unchanged
