@@ -125,7 +125,7 @@ def test_growing_kv_cache_gives_dynamic_cache_logits(sampler) -> None:
     with torch.no_grad():
         rows = [0, 1, 2, 3]
         for k, x in enumerate([ids, *steps.split(1, dim=1)]):
-            drop = {6: [0, 2], 8: [3]}.get(k, [])  # rows finish: the second drop reuses the spare buffers
+            drop = {6: [0, 2], 8: [3]}.get(k, [])  # rows finish, twice
             if drop:
                 keep = torch.tensor([i for i, r in enumerate(rows) if r not in drop])
                 rows = [r for r in rows if r not in drop]

@@ -56,7 +56,7 @@ class GrowingLayer(DynamicLayer):
             return None, 0
         return t, t.shape[-2]
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
         self.is_initialized = True
 
