@@ -26,21 +26,18 @@ from core.config import BudgetConfig, TaskConfig
 from core.sampling.base import derive_seed, encode_prompts
 from core.sampling.hf import HFSampler
 from core.tasks.pairsum import PairSumTask
+from lab.bench import pick_model
 
 
 def _model(name: str | None, runs_dir: str) -> tuple[object, object, str]:
-    from core.jobs import latest_sft_checkpoint, resolve_model_path
     from core.models import build_tiny_model, build_tokenizer, load_policy
-    from core.tasks.base import TaskError
 
-    if name is None:
-        try:
-            name = latest_sft_checkpoint(runs_dir)
-        except TaskError:
-            tok = build_tokenizer()
-            return build_tiny_model(tok), tok, "random embedded model"
-    model, tok = load_policy(resolve_model_path(name, runs_dir))
-    return model, tok, name
+    path = pick_model(name, runs_dir)
+    if path is None:
+        tok = build_tokenizer()
+        return build_tiny_model(tok), tok, "random embedded model"
+    model, tok = load_policy(path)
+    return model, tok, path
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]

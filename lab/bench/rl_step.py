@@ -70,6 +70,7 @@ import torch
 
 from core.tasks.pairsum import PairSumTask
 from core.types import Problem
+from lab.bench import pick_model
 
 TEMPERATURE = 1.2
 BETA = 2e-4
@@ -108,19 +109,6 @@ def make_model_dir(folder: Path) -> str:
     model, tok = build_tiny_model(seed=SEED)
     save_policy(model, tok, folder)
     return str(folder)
-
-
-def pick_model(name: str | None, runs_dir: str) -> str | None:
-    """The model folder of `name` (a folder or run), else of the newest SFT run; None if none."""
-    from core.jobs import latest_sft_checkpoint, resolve_model_path
-    from core.tasks.base import TaskError
-
-    if name is not None:
-        return resolve_model_path(name, runs_dir)
-    try:
-        return latest_sft_checkpoint(runs_dir)
-    except TaskError:
-        return None
 
 
 def load(model_dir: str) -> tuple[Any, Any]:
