@@ -30,12 +30,12 @@ from lab.bench import pick_model
 
 
 def _model(name: str | None, runs_dir: str) -> tuple[object, object, str]:
-    from core.models import build_tiny_model, build_tokenizer, load_policy
+    from core.models import build_tiny_model, load_policy
 
     path = pick_model(name, runs_dir)
     if path is None:
-        tok = build_tokenizer()
-        return build_tiny_model(tok), tok, "random embedded model"
+        model, tok = build_tiny_model()
+        return model, tok, "random embedded model"
     model, tok = load_policy(path)
     return model, tok, path
 
