@@ -175,3 +175,72 @@ def test_prefill_runs_each_distinct_prompt_once(sampler) -> None:
     for ours, theirs in zip(st.cache.layers, ref_cache.layers):
         torch.testing.assert_close(ours.keys, theirs.keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ours.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def _byte_level_bpe() -> object:
+    """A small byte-level BPE tokenizer (GPT-2 / Qwen style: merges may glue the newline to
+    other text), trained here because no hub files are reachable."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    text = ["try 12 + 7 = 19 ok.\n\nanswer 19\n", "Wait, check: 3 * 4 = 12.\n", "é\nü ok\n\n"] * 50
+    bpe.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>")
+
+
+@pytest.mark.parametrize("kind", ["embedded", "byte-level-bpe"])
+def test_one_character_stop_found_by_token_table(kind) -> None:
+    """The token table that finds a newline stop agrees with decoding every row's text: on
+    random token streams, both stop each row at the same step."""
+    tok = build_tokenizer() if kind == "embedded" else _byte_level_bpe()
+    if kind != "embedded":  # merges that glue the newline to other text exist
+        assert any("\n" in tok.decode([t]) and tok.decode([t]) != "\n" for t in range(len(tok)))
+    sampler = HFSampler(None, tok)
+    gen = torch.Generator().manual_seed(0)
+    stream = torch.randint(0, len(tok), (64, 30), generator=gen)
+    generated: list[list[int]] = [[] for _ in range(64)]
+    first_fast: list[int | None] = [None] * 64
+    for t in range(30):
+        for r in range(64):
+            generated[r].append(int(stream[r, t]))
+        hit = sampler._hit_stop(torch.arange(64), generated, ("\n",), stream[:, t])
+        for r in hit.nonzero().flatten().tolist():
+            first_fast[r] = t if first_fast[r] is None else first_fast[r]
+    first_slow = [next((t for t in range(30) if "\n" in tok.decode(row[: t + 1], skip_special_tokens=True)), None)
+                  for row in stream.tolist()]
+    assert first_fast == first_slow
+    assert sum(x is not None for x in first_slow) >= 8  # the case is exercised
+
+
+def test_finished_rows_kept_in_the_batch_change_nothing(monkeypatch) -> None:
+    """A cache that is slow to drop rows keeps finished ones in the batch for a while: each
+    row's tokens and log-probs are those of dropping every row as soon as it ends."""
+    from core.models import TinySpec, build_tiny_model
+    from core.sampling.kv_cache import GrowingCache
+
+    model, tok = build_tiny_model(TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    with torch.no_grad():  # large random weights: greedy output varies with the context
+        for p in model.parameters():
+            p.mul_(8)
+    sampler = HFSampler(model, tok)
+    params = SamplingConfig(max_new_tokens=12, temperature=0.0, stop=("1",))  # stops at varied steps
+    runs = {}
+    for slack in (0.0, 1.0):
+        drops: list[int] = []
+        monkeypatch.setattr(GrowingCache, "drop_slack", slack)
+        monkeypatch.setattr(GrowingCache, "batch_select_indices", lambda self, keep, drops=drops:
+                            drops.append(len(keep)) or super(GrowingCache, self).batch_select_indices(keep))
+        state = sampler._start(_prompts(sampler, 8))
+        state.cache = GrowingCache()
+        logprobs: list[list[float]] = [[] for _ in range(8)]
+        ids = sampler._decode([], params, torch.Generator(), start=state, logprobs_out=logprobs)
+        runs[slack] = (ids, logprobs, drops)
+    (eager, eager_lp, eager_drops), (lazy, lazy_lp, lazy_drops) = runs[0.0], runs[1.0]
+    assert eager == lazy  # log-probs up to float rounding (the batch shapes differ)
+    assert all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5) for a, b in zip(eager_lp, lazy_lp))
+    assert len({len(g) for g in eager}) > 2  # rows ended at different steps
+    assert eager_drops and not lazy_drops  # ... and were kept in the batch until all ended

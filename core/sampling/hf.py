@@ -76,6 +76,7 @@ class HFSampler:
         self.tokenizer = tokenizer
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
 
     def sync_weights(self, model: Any) -> None:
         self.model = model
@@ -138,8 +139,21 @@ class HFSampler:
         st = start if start is not None else self._start(prompts)
         cache, mask, step_ids, step_pos = st.cache, st.mask, st.step_ids, st.step_pos
         live, generated = st.live, st.generated  # live: original row of each batch row
+        # finished rows still in the batch (a cache that is slow to drop rows waits for a few)
+        finished: torch.Tensor | None = None
+        slack = getattr(cache, "drop_slack", 0.0)
+
+        def drop(done: torch.Tensor) -> None:
+            nonlocal live, mask, step_ids, step_pos, finished
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            live, mask, step_ids, step_pos = live[keep], mask[keep], step_ids[keep], step_pos[keep]
+            finished = None
+
         for t in range(params.max_new_tokens):
             if hook is not None and t > 0:
+                if finished is not None:
+                    drop(finished)
                 hook(DecodeState(t, cache, mask, step_ids, step_pos, live, generated))
             if t == 0 and start is None:
                 logits = self._prefill(step_ids, mask, step_pos, cache)
@@ -149,26 +163,34 @@ class HFSampler:
                     past_key_values=cache, use_cache=True,
                 ).logits[:, -1, :]
             nxt = sample_next(logits, params, generator)
+            rows, toks = live, nxt
+            if finished is not None:
+                rows, toks = live[~finished], nxt[~finished]
             if logprobs_out is not None:  # untempered, as the trainer scores tokens: saves it a forward pass
                 lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
-                for r, x in zip(live.tolist(), lp.tolist()):
+                for r, x in zip(rows.tolist(), (lp if finished is None else lp[~finished]).tolist()):
                     logprobs_out[r].append(x)
-            done = nxt == self.eos_id
-            for r, tok in zip(live.tolist(), nxt.tolist()):
+            for r, tok in zip(rows.tolist(), toks.tolist()):
                 generated[r].append(tok)
+            done = nxt == self.eos_id
             step_pos = step_pos[:, -1:] + 1
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             step_ids = nxt.unsqueeze(-1)
             if params.stop:
-                done = done | self._hit_stop(live, generated, params.stop)
+                done = done | self._hit_stop(live, generated, params.stop, nxt)
+            if finished is not None:
+                done = done | finished
             if done.all():
                 break
-            if done.any():  # drop finished rows, KV cache included
-                keep = (~done).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                live, mask, step_ids, step_pos = live[keep], mask[keep], step_ids[keep], step_pos[keep]
+            if done.any():  # drop finished rows, KV cache included (or wait for more of them)
+                if int(done.sum()) > slack * len(done):
+                    drop(done)
+                else:
+                    finished = done
         else:  # the token limit: rows still live have generated max_new_tokens tokens
             if hook is not None:
+                if finished is not None:
+                    drop(finished)
                 hook(DecodeState(params.max_new_tokens, cache, mask, step_ids, step_pos, live, generated))
         self.model.train(was_training)
         return generated
@@ -198,12 +220,31 @@ class HFSampler:
         live = torch.arange(len(prompts), device=ids.device)
         return DecodeState(0, DynamicCache(), mask, ids, position, live, [[] for _ in prompts])
 
-    def _hit_stop(self, live: torch.Tensor, generated: list[list[int]], stops: tuple[str, ...]) -> torch.Tensor:
-        hits = []
+    def _hit_stop(self, live: torch.Tensor, generated: list[list[int]], stops: tuple[str, ...],
+                  nxt: torch.Tensor) -> torch.Tensor:
+        """Rows whose text now contains a stop string (`nxt`: the token each just appended).
+
+        A stop that is one ASCII character other than a space (the answer's newline, say) lies
+        inside one token's text, so a table of the tokens that contain one decides it for all
+        rows at once. Otherwise each row's tail is decoded."""
+        table = self._stop_table(stops, nxt.device)
+        hit = table[nxt.clamp(max=len(table) - 1)] & (nxt < len(table))
+        if all(len(s) == 1 and s.isascii() and s != " " for s in stops):
+            return hit
+        tails = []
         for r in live.tolist():
             tail = self.tokenizer.decode(generated[r][-16:], skip_special_tokens=True)
-            hits.append(any(s in tail for s in stops))
-        return torch.tensor(hits, device=live.device)
+            tails.append(any(s in tail for s in stops))
+        return hit | torch.tensor(tails, device=live.device)
+
+    def _stop_table(self, stops: tuple[str, ...], device: torch.device | str) -> torch.Tensor:
+        """[V] bool: whether token id v decodes (alone) to text containing a stop string."""
+        if stops not in self._stop_tables:
+            vocab = range(len(self.tokenizer))
+            texts = self.tokenizer.batch_decode([[t] for t in vocab], skip_special_tokens=True)
+            self._stop_tables[stops] = torch.tensor([any(x in s for x in stops) for s in texts],
+                                                    dtype=torch.bool, device=device)
+        return self._stop_tables[stops]
 
 
 def _trim_to_text(tokenizer: Any, gen: list[int], text: str) -> list[int]:

@@ -96,6 +96,10 @@ class GrowingLayer(DynamicLayer):
 class GrowingCache(DynamicCache):
     """A `DynamicCache` whose layers are `GrowingLayer`s with room for `capacity` positions."""
 
+    # dropping rows copies the buffers, so the decode loop keeps finished rows in the batch
+    # until they are more than this share of it (a pass over a few finished rows is cheaper)
+    drop_slack = 0.25
+
     def __init__(self, capacity: int = 0) -> None:
         Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
         self.capacity = capacity
