@@ -91,6 +91,20 @@ def test_eos_stops_a_row_early(sampler) -> None:
     assert sample_next(logits, SamplingConfig(), g).tolist() == [1, 1]
 
 
+def test_draws_follow_the_distribution() -> None:
+    """Sampled frequencies match softmax(logits / T); zero-probability tokens never come."""
+    from core.sampling.hf import _inverse_cdf
+
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
+    g = torch.Generator().manual_seed(0)
+    draws = _inverse_cdf(probs.expand(20000, 5), g)
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert torch.allclose(freq, probs, atol=0.015) and freq[1] == 0 and freq[4] == 0
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, 4)
+    freq = torch.bincount(sample_next(logits, SamplingConfig(temperature=1.5), g), minlength=4).float() / 20000
+    assert torch.allclose(freq, torch.softmax(logits[0] / 1.5, dim=-1), atol=0.015)
+
+
 def test_min_p_and_top_p_filter() -> None:
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
     g = torch.Generator().manual_seed(0)
