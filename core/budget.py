@@ -22,7 +22,7 @@ Simplified from the paper: one sample per problem by default (the paper averages
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
@@ -43,6 +43,7 @@ class Cue:
     ids: tuple[int, ...]  # appended after a truncated prefix ending in a newline
     ids_newline: tuple[int, ...]  # appended after one that does not
     core: tuple[int, ...]  # searched for in responses: the cue without leading newlines
+    _ends_line: dict[int, bool] = field(default_factory=dict, compare=False, repr=False)  # token -> text ends in \n
 
     @classmethod
     def build(cls, tokenizer: Any, text: str) -> Cue:
@@ -56,8 +57,10 @@ class Cue:
         """The cue ids to append to `prefix` (a newline first unless it already ends a line)."""
         if not prefix or self.text.startswith("\n"):
             return self.ids
-        last = tokenizer.decode(list(prefix[-1:]), skip_special_tokens=False)
-        return self.ids if last.endswith("\n") else self.ids_newline
+        t = prefix[-1]
+        if t not in self._ends_line:
+            self._ends_line[t] = tokenizer.decode([t], skip_special_tokens=False).endswith("\n")
+        return self.ids if self._ends_line[t] else self.ids_newline
 
 
 def find_subsequence(seq: Sequence[int], sub: Sequence[int]) -> int | None:

@@ -122,6 +122,11 @@ def test_stop_string_cuts_text_and_ids(sampler) -> None:
     assert tok.decode(list(c.token_ids)) == c.text
     plain = sampler._completion(gen, SamplingConfig(), 0, 0)
     assert plain.finish_reason == "length" and plain.num_tokens == len(gen)
+    # the stop in the last token, then EOS (its text is empty): the ids end at the stop
+    last = tok(" 3 + 4 larger", add_special_tokens=False)["input_ids"]
+    for ids, want in ((last, last), (last + [sampler.eos_id], last)):
+        c = sampler._completion(ids, SamplingConfig(stop=("larger",)), 0, 0)
+        assert list(c.token_ids) == want and c.text == " 3 + 4 larger" and c.finish_reason == "stop"
 
 
 def test_growing_kv_cache_gives_dynamic_cache_logits(sampler) -> None:

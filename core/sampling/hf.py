@@ -268,6 +268,8 @@ class HFSampler:
 
 def _trim_to_text(tokenizer: Any, gen: list[int], text: str) -> list[int]:
     """The shortest prefix of `gen` whose decoding covers `text`."""
+    if len(gen) > 1 and len(tokenizer.decode(gen[:-1], skip_special_tokens=True)) < len(text):
+        return gen  # the usual case, a stop in the last token: one decode instead of one per token
     for k in range(1, len(gen) + 1):
         if len(tokenizer.decode(gen[:k], skip_special_tokens=True)) >= len(text):
             return gen[:k]
