@@ -267,3 +267,21 @@ def test_budget_on_a_math_task_scores_with_math_verify(tmp_path: Path, tiny_mode
     rows = [json.loads(line) for line in (tmp_path / "m" / "eval" / "budget_tiny.jsonl").open()]
     assert len(rows) == 8 and any(r["truncated"] for r in rows)
     assert {r["status"] for r in rows} <= {"ok", "no_answer", "parse_error", "timeout"}
+
+
+def test_budget_sweep_benchmark_runs(tmp_path, capsys) -> None:
+    """The benchmark end to end on a few problems (no SFT run: the random embedded model)."""
+    import json
+
+    import torch
+
+    from lab.bench import budget_sweep
+
+    threads = torch.get_num_threads()
+    try:
+        budget_sweep.main(["--problems", "3", "--repeats", "1", "--threads", "1", "--runs-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets it for the process
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["model"] == "random embedded model" and out["problems"] == 3
+    assert out["ratio"] > 0 and out["naive_ratio"] > 0 and out["cpu_ratio"] > 0
