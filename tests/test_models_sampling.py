@@ -100,6 +100,9 @@ def test_draws_follow_the_distribution() -> None:
     draws = _inverse_cdf(probs.expand(20000, 5), g)
     freq = torch.bincount(draws, minlength=5).float() / len(draws)
     assert torch.allclose(freq, probs, atol=0.015) and freq[1] == 0 and freq[4] == 0
+    # rows in groups (bounded memory over a large vocabulary): the same draws
+    chunked = _inverse_cdf(probs.expand(20000, 5), torch.Generator().manual_seed(0), chunk=7)
+    assert torch.equal(chunked, draws)
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, 4)
     freq = torch.bincount(sample_next(logits, SamplingConfig(temperature=1.5), g), minlength=4).float() / 20000
     assert torch.allclose(freq, torch.softmax(logits[0] / 1.5, dim=-1), atol=0.015)
