@@ -68,11 +68,15 @@ def find_subsequence(seq: Sequence[int], sub: Sequence[int]) -> int | None:
     n = len(sub)
     if n == 0:
         return None
-    first = sub[0]
-    for i in range(len(seq) - n + 1):
-        if seq[i] == first and tuple(seq[i : i + n]) == tuple(sub):
+    first, tail = sub[0], tuple(sub[1:])
+    i = -1
+    while True:
+        try:
+            i = seq.index(first, i + 1, len(seq) - n + 1)  # in C: a scan per candidate, not per index
+        except ValueError:
+            return None
+        if tuple(seq[i + 1 : i + n]) == tail:
             return i
-    return None
 
 
 def reasoning_length(c: Completion, cue_core: Sequence[int], eos_id: int | None) -> int | None:

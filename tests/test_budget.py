@@ -285,3 +285,17 @@ def test_budget_sweep_benchmark_runs(tmp_path, capsys) -> None:
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["model"] == "random embedded model" and out["problems"] == 3
     assert out["ratio"] > 0 and out["naive_ratio"] > 0 and out["cpu_ratio"] > 0
+
+
+def test_find_subsequence_matches_a_plain_scan() -> None:
+    import random
+
+    def plain(seq, sub):
+        return next((i for i in range(len(seq) - len(sub) + 1) if tuple(seq[i : i + len(sub)]) == tuple(sub)), None) \
+            if sub else None
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        seq = [rng.randrange(3) for _ in range(rng.randrange(12))]
+        sub = tuple(rng.randrange(3) for _ in range(rng.randrange(4)))
+        assert find_subsequence(seq, sub) == find_subsequence(tuple(seq), sub) == plain(seq, sub)

@@ -34,7 +34,7 @@ Forks = dict[int, dict[tuple[int, int], Completion]]
 
 
 def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad_id: int,
-                answer_tokens: int, pending: bool) -> DecodeState:
+                answer_tokens: int, pending: bool, arena: list[torch.Tensor] | None = None) -> DecodeState:
     """The state that feeds, for live row rows[k], cues[k]: after the pending token when
     `pending`, or instead of it (the fork then continues from the tokens already in the cache,
     one fewer than `st.t`).
@@ -60,7 +60,7 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
         step_ids, step_pos, mask = cue_ids, pos0 - 1 + cue_mask.cumsum(dim=1), mask[:, :-1]
     mask = torch.cat([mask, cue_mask], dim=1)
     live = torch.arange(len(rows), device=dev)
-    cache = select_rows(st.cache, idx, room=step_ids.shape[1] + answer_tokens)
+    cache = select_rows(st.cache, idx, room=step_ids.shape[1] + answer_tokens, arena=arena)
     return DecodeState(0, cache, mask, step_ids, step_pos, live, [[] for _ in rows])
 
 
@@ -92,6 +92,7 @@ def generate_forked(
     answer_gen = torch.Generator(device=sampler.device).manual_seed(answer_seed)
     budgets, top = set(fork_at), params.max_new_tokens
     lookahead = not params.stop
+    arena: list[torch.Tensor] = []  # the forks' KV buffers, reused: one fork is decoded at a time
 
     def _due(t: int) -> list[tuple[int, bool]]:
         """(budget, pending?) of the forks due when `t` tokens are generated. Budget B is forked
@@ -113,7 +114,7 @@ def generate_forked(
                 cues.append(cue)
         if not ks:
             return
-        state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending)
+        state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending, arena)
         answers = sampler._decode([], answer_params, answer_gen, start=state)
         for k, ans in zip(ks, answers):
             i, j = chunk[int(st.live[k])]

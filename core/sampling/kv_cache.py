@@ -111,14 +111,28 @@ class GrowingCache(DynamicCache):
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
 
-def select_rows(cache: Any, rows: torch.Tensor, room: int) -> GrowingCache:
+def select_rows(cache: Any, rows: torch.Tensor, room: int, arena: list[torch.Tensor] | None = None) -> GrowingCache:
     """A new cache holding rows `rows` (batch dim) of every layer of `cache`, with room for `room`
-    more positions; `cache` (a `GrowingCache` or a `DynamicCache`) is unchanged."""
+    more positions; `cache` (a `GrowingCache` or a `DynamicCache`) is unchanged.
+
+    `arena`, when given, is a list of flat buffers reused from call to call (grown as needed):
+    the new cache then lives in them, so it must be dropped before the next call with the same
+    arena. Fresh memory costs page faults on every call (measured: ~1/3 of the copy's time)."""
     out = GrowingCache()
-    for layer in cache.layers:
+    for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values
-        buf_k = keys.new_empty(len(rows), keys.shape[1], keys.shape[2] + room, keys.shape[3])
-        buf_v = torch.empty_like(buf_k)
+        shape = (len(rows), keys.shape[1], keys.shape[2] + room, keys.shape[3])
+        if arena is None:
+            buf_k = keys.new_empty(shape)
+            buf_v = torch.empty_like(buf_k)
+        else:
+            numel = shape[0] * shape[1] * shape[2] * shape[3]
+            while len(arena) < 2 * (i + 1):
+                arena.append(keys.new_empty(0))
+            for j in (2 * i, 2 * i + 1):
+                if arena[j].numel() < numel or arena[j].dtype != keys.dtype or arena[j].device != keys.device:
+                    arena[j] = keys.new_empty(numel)
+            buf_k, buf_v = arena[2 * i][:numel].view(shape), arena[2 * i + 1][:numel].view(shape)
         # into the buffer directly: a fresh tensor costs page faults (5x slower, measured)
         torch.index_select(keys, 0, rows, out=buf_k[:, :, : keys.shape[2]])
         torch.index_select(values, 0, rows, out=buf_v[:, :, : keys.shape[2]])
