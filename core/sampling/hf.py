@@ -252,15 +252,14 @@ class HFSampler:
         A stop that is one ASCII character other than a space (the answer's newline, say) lies
         inside one token's text, so a table of the tokens that contain one decides it for all
         rows at once. Otherwise each row's tail is decoded."""
-        table = self._stop_table(stops, nxt.device)
-        hit = table[nxt.clamp(max=len(table) - 1)] & (nxt < len(table))
         if all(len(s) == 1 and s.isascii() and s != " " for s in stops):
-            return hit
-        tails = []
+            table = self._stop_table(stops, nxt.device)
+            return table[nxt.clamp(max=len(table) - 1)] & (nxt < len(table))
+        hits = []
         for r in live.tolist():
             tail = self.tokenizer.decode(generated[r][-16:], skip_special_tokens=True)
-            tails.append(any(s in tail for s in stops))
-        return hit | torch.tensor(tails, device=live.device)
+            hits.append(any(s in tail for s in stops))
+        return torch.tensor(hits, device=live.device)
 
     def _stop_table(self, stops: tuple[str, ...], device: torch.device | str) -> torch.Tensor:
         """[V] bool: whether token id v decodes (alone) to text containing a stop string."""
