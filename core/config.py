@@ -270,7 +270,8 @@ class RLConfig:
     lr: float = _f(2e-4, "peak learning rate (AdamW, warmup then cosine)")
     warmup_steps: int = _f(5, "linear warmup steps")
     grad_clip: float = _f(1.0, "gradient norm clip")
-    micro_batch_size: int = _f(64, "sequences per forward/backward pass")
+    micro_batch_size: int = _f(64, "most sequences per forward/backward pass (rows are length-sorted into passes)")
+    pass_tokens: int = _f(-1, "most tokens (rows x padded length) per forward/backward pass: -1 = auto (4096 on CPU, where smaller passes run faster; no cap on a GPU), 0 = no cap")
     bf16_autocast: bool = _f(True, "forward/backward under bf16 autocast (weights stay fp32)")
     advantage: str = _f("rloo", "'rloo' (leave-one-out baseline, the paper) or 'grpo' (mean/std)")
     entropy_coef: float = _f(0.001, "alpha: weight of the entropy bonus")
@@ -316,6 +317,7 @@ class RLConfig:
             f"rl.micro_batch_size ({self.micro_batch_size}) must divide prompts_per_step * "
             f"num_generations ({batch})",
         )
+        _check(self.pass_tokens >= -1, "rl.pass_tokens must be -1 (auto), 0 (no cap) or a token count")
         _check(self.ppo_epochs == 1 or self.clip, "rl.ppo_epochs > 1 needs rl.clip=true")
         _check(self.temperature > 0, "rl.temperature must be > 0")
         _check(

@@ -150,3 +150,32 @@ def test_ablation_switches_from_the_command_line() -> None:
         assert build(RLJob, {}, _parse_overrides([f"rl.anchor={mode}"])).rl.anchor == mode
     off = build(RLJob, {}, _parse_overrides(["rl.anchor=none", "rl.beta=0"])).rl
     assert (off.anchor, off.beta) == ("none", 0.0)
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_passes_split_the_batch_without_changing_the_gradient(tiny_model_dir, pairsum_task) -> None:
+    """Rows are length-sorted into passes capped by rows and tokens; every row is in exactly one,
+    and the accumulated gradient (and the anchor's log-probs) equal those of one pass."""
+    trainer = make_trainer(tiny_model_dir, pairsum_task, bf16_autocast=False)
+    r = trainer.sample()
+    trainer.reward(r)
+    trainer.select(r)
+    kept = r.kept_flat()
+    prompts = [r.prompt_ids[g] for g, _, _ in kept]
+    batch = pack(prompts, [c.token_ids for _, c, _ in kept], trainer.tok.pad_token_id, "cpu")
+    one = batch.passes(len(batch))
+    split = batch.passes(5, max_tokens=60)
+    widths = batch.widths()
+    assert len(split) > 2 and sorted(torch.cat(split).tolist()) == list(range(len(batch)))
+    assert all(len(p) <= 5 and (len(p) == 1 or len(p) * int(widths[p].max()) <= 60) for p in split)
+    assert torch.equal(torch.cat(split), torch.sort(widths, stable=True).indices)  # shortest first
+
+    old, ref = trainer.logprobs(prompts, [c for _, c, _ in kept], batch, one)
+    _, ref_split = trainer.logprobs(prompts, [c for _, c, _ in kept], batch, split)
+    assert torch.allclose(ref, ref_split, atol=1e-5)
+    adv, _ = trainer.advantages(r, batch, old, ref)
+    grads = []
+    trainer.opt.step = lambda: grads.append([p.grad.clone() for p in trainer.policy.parameters()])
+    for passes in (one, split):
+        trainer.update(batch, old, adv, passes)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))

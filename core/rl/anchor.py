@@ -84,12 +84,12 @@ class Anchor:
                 for p, s in zip(live, saved, strict=True):
                     p.copy_(s)
 
-    def logprobs(self, policy: Any, batch: RolloutBatch, micro: int, bf16: bool) -> torch.Tensor:
-        """log pi_ref of the batch's next tokens, [B, L-1], without a graph."""
+    def logprobs(self, policy: Any, batch: RolloutBatch, passes: list[torch.Tensor], bf16: bool) -> torch.Tensor:
+        """log pi_ref of the batch's next tokens, [B, L-1], without a graph, in `passes` (row indices)."""
         if not self.lora:
-            return logprobs_no_grad(self.model, batch, micro, bf16)
+            return logprobs_no_grad(self.model, batch, 0, bf16, passes)
         with self._swapped_in(policy):
-            return logprobs_no_grad(policy, batch, micro, bf16)
+            return logprobs_no_grad(policy, batch, 0, bf16, passes)
 
     def state_dict(self) -> dict[str, Any]:
         if self.lora:

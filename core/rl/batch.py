@@ -26,9 +26,36 @@ class RolloutBatch:
         return self.ids.size(0)
 
     def slice(self, start: int, stop: int) -> RolloutBatch:
-        ids, mask = self.ids[start:stop], self.mask[start:stop]
+        return self._trimmed(self.ids[start:stop], self.mask[start:stop])
+
+    def take(self, rows: torch.Tensor) -> RolloutBatch:
+        """Rows `rows` (indices), trimmed to the longest of them."""
+        return self._trimmed(self.ids[rows], self.mask[rows])
+
+    @staticmethod
+    def _trimmed(ids: torch.Tensor, mask: torch.Tensor) -> RolloutBatch:
         width = int(mask.sum(0).nonzero().max()) + 2 if mask.any() else 2
         return RolloutBatch(ids[:, :width], mask[:, : width - 1])
+
+    def widths(self) -> torch.Tensor:
+        """[B] long: the columns each row needs (up to its last response token)."""
+        pos = torch.arange(1, self.mask.size(1) + 1, device=self.mask.device)
+        return (self.mask * pos).amax(dim=1).long() + 1
+
+    def passes(self, micro: int, max_tokens: int = 0) -> list[torch.Tensor]:
+        """Row indices of each forward pass: rows sorted by length (so a pass pads little) and
+        grouped into passes of at most `micro` rows and, when `max_tokens` > 0, at most that many
+        padded tokens (rows x the longest row's width; a pass has at least one row)."""
+        widths = self.widths().tolist()
+        order = sorted(range(len(widths)), key=lambda r: widths[r])
+        out: list[list[int]] = []
+        for r in order:
+            cur = out[-1] if out else None
+            if cur is None or len(cur) == micro or (max_tokens > 0 and (len(cur) + 1) * widths[r] > max_tokens):
+                out.append([r])
+            else:
+                cur.append(r)
+        return [torch.tensor(p, dtype=torch.long, device=self.ids.device) for p in out]
 
 
 def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
@@ -77,11 +104,12 @@ def forward_stats(
 
 
 @torch.no_grad()
-def logprobs_no_grad(model: Any, batch: RolloutBatch, micro: int, bf16: bool = False) -> torch.Tensor:
-    """Log-probs [B, L-1] in micro-batches, without building a graph."""
+def logprobs_no_grad(model: Any, batch: RolloutBatch, micro: int, bf16: bool = False,
+                     passes: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Log-probs [B, L-1] without building a graph, in `passes` (row indices, see
+    `RolloutBatch.passes`), or else in passes of `micro` length-sorted rows."""
     out = torch.zeros_like(batch.mask)
-    for s in range(0, len(batch), micro):
-        part = batch.slice(s, s + micro)
-        logp, _ = forward_stats(model, part, with_entropy=False, bf16=bf16)
-        out[s : s + micro, : logp.size(1)] = logp
+    for rows in passes if passes is not None else batch.passes(micro):
+        logp, _ = forward_stats(model, batch.take(rows), with_entropy=False, bf16=bf16)
+        out[rows, : logp.size(1)] = logp
     return out

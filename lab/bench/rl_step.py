@@ -2,6 +2,7 @@
 
     python -m lab.bench.rl_step [--steps 5] [--prompts 16] [--k 8] [--max-new-tokens 128]
                                 [--model PATH | --random-init] [--fp32] [--threads N]
+                                [--pass-tokens N] [--trl-pass-rows N]
 
 Defaults are those of `python -m lab rl` on the embedded task: its prompts per step, group size
 and token limit, starting from the newest SFT run under --runs-dir (the policy RL starts from,
@@ -22,10 +23,13 @@ Held equal:
     default TinySpec, seed 0) saved in HF format to a temporary folder; both load it with
     `load_policy` (fp32 weights, eager attention), and TRL gets the same tokenizer object;
   * prompts: PairSumTask train problems rendered with `task.render_prompt`;
-  * group size K (TRL `num_generations`), prompts per step (TRL `per_device_train_batch_size`
-    = prompts * K with `gradient_accumulation_steps=1` and `steps_per_generation=1`, so one
-    generation batch of prompts * K completions feeds exactly one optimizer step; ours
-    `micro_batch_size` = prompts * K, one forward/backward pass);
+  * group size K (TRL `num_generations`) and prompts per step: one generation batch of
+    prompts * K completions feeds exactly one optimizer step on both. The forward/backward
+    passes over it: ours `micro_batch_size` = prompts * K with its default `rl.pass_tokens`
+    (on CPU, length-sorted passes of at most 4096 tokens, about 32 rollouts; `--pass-tokens 0`
+    for one pass); TRL `per_device_train_batch_size` = `--trl-pass-rows` (default 32, 0 = all
+    prompts * K) with `gradient_accumulation_steps` = `steps_per_generation` = the rest (its
+    reference pass uses the same chunks);
   * token limit (TRL `max_completion_length`), temperature 1.2, top-p 1, no top-k;
   * reward: 1.0 if `task.check_one` says correct, else 0.0 (our -1 penalties are off; TRL's
     reward function maps each completion back to its problem through a dataset column);
@@ -134,7 +138,7 @@ def bench_ours(model_dir: str, task: PairSumTask, problems: list[Problem], args:
     cfg = RLConfig(
         steps=args.steps + 1, prompts_per_step=args.prompts, num_generations=args.k,
         temperature=TEMPERATURE, max_new_tokens=args.max_new_tokens, lr=LR, warmup_steps=WARMUP_STEPS,
-        micro_batch_size=batch, bf16_autocast=not args.fp32, entropy_coef=ENTROPY_COEF,
+        micro_batch_size=batch, pass_tokens=args.pass_tokens, bf16_autocast=not args.fp32, entropy_coef=ENTROPY_COEF,
         beta=BETA, anchor="ema", anchor_rate=ANCHOR_RATE, penalize_overlong=False,
         penalize_repetition=False, penalize_garbled=False, seed=SEED,
     )
@@ -171,9 +175,13 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
         return [1.0 if task.check_one(problems[i], text).correct else 0.0
                 for text, i in zip(completions, problem_index, strict=True)]
 
+    rows = args.trl_pass_rows or batch  # sequences per forward/backward pass
+    if batch % rows:
+        raise SystemExit(f"--trl-pass-rows {rows} must divide prompts x k = {batch}")
     config = GRPOConfig(
         output_dir=out_dir, max_steps=args.steps + 1, seed=SEED, use_cpu=True, bf16=not args.fp32,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=1, steps_per_generation=1,
+        per_device_train_batch_size=rows, gradient_accumulation_steps=batch // rows,
+        steps_per_generation=batch // rows,
         num_generations=args.k, num_iterations=1, max_completion_length=args.max_new_tokens,
         temperature=TEMPERATURE, top_p=1.0, top_k=0, use_vllm=False,
         beta=BETA, sync_ref_model=True, ref_model_mixup_alpha=1 - ANCHOR_RATE, ref_model_sync_steps=1,
@@ -246,6 +254,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the randomly initialised embedded model instead (responses never end)")
     p.add_argument("--runs-dir", default="runs", help="where to look for the newest SFT run")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0 = torch's default)")
+    p.add_argument("--pass-tokens", type=int, default=-1,
+                   help="ours: rl.pass_tokens, the token cap per forward/backward pass (-1 = its default)")
+    p.add_argument("--trl-pass-rows", type=int, default=32,
+                   help="TRL: sequences per forward/backward pass (per_device_train_batch_size, with "
+                        "gradient accumulation over the rest of the generation batch; 0 = all in one)")
     p.add_argument("--fp32", action="store_true",
                    help="train in fp32 on both (default: bf16 autocast on both, each one's default)")
     args = p.parse_args(argv)
@@ -285,7 +298,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_ratio": round(ours.samples_per_cpu_s / theirs.samples_per_cpu_s, 3),
         "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
         "steps": args.steps, "prompts": args.prompts, "k": args.k,
-        "max_new_tokens": args.max_new_tokens, "model": label, "trl_version": version,
+        "max_new_tokens": args.max_new_tokens, "pass_tokens": args.pass_tokens,
+        "trl_pass_rows": args.trl_pass_rows or args.prompts * args.k, "model": label, "trl_version": version,
     }
     print(json.dumps(out), flush=True)
     return out
