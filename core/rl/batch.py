@@ -25,9 +25,6 @@ class RolloutBatch:
     def __len__(self) -> int:
         return self.ids.size(0)
 
-    def slice(self, start: int, stop: int) -> RolloutBatch:
-        return self._trimmed(self.ids[start:stop], self.mask[start:stop])
-
     def take(self, rows: torch.Tensor) -> RolloutBatch:
         """Rows `rows` (indices), trimmed to the longest of them."""
         return self._trimmed(self.ids[rows], self.mask[rows])

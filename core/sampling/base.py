@@ -40,3 +40,9 @@ class Sampler(Protocol):
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     """Prompt strings -> token ids, without adding special tokens (templates already did)."""
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def tokens_containing(tokenizer: Any, stops: Sequence[str]) -> list[bool]:
+    """Per token id of `tokenizer`: whether the token's text alone contains a stop string."""
+    texts = tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)
+    return [any(s in text for s in stops) for text in texts]

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
+from core.sampling.base import tokens_containing
 from core.types import Completion
 
 
@@ -264,9 +265,7 @@ class HFSampler:
     def _stop_table(self, stops: tuple[str, ...], device: torch.device | str) -> torch.Tensor:
         """[V] bool: whether token id v decodes (alone) to text containing a stop string."""
         if stops not in self._stop_tables:
-            vocab = range(len(self.tokenizer))
-            texts = self.tokenizer.batch_decode([[t] for t in vocab], skip_special_tokens=True)
-            self._stop_tables[stops] = torch.tensor([any(x in s for x in stops) for s in texts],
+            self._stop_tables[stops] = torch.tensor(tokens_containing(self.tokenizer, stops),
                                                     dtype=torch.bool, device=device)
         return self._stop_tables[stops]
 

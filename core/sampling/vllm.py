@@ -49,7 +49,7 @@ from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from core.config import SamplingConfig  # noqa: E402
-from core.sampling.base import derive_seed  # noqa: E402
+from core.sampling.base import derive_seed, tokens_containing  # noqa: E402
 from core.types import Completion  # noqa: E402
 
 GIB = 1024**3
@@ -168,9 +168,7 @@ class VLLMSampler:
             # an id the model cannot produce needs no stop (and vLLM rejects it)
             ids = [self.eos_id] if self.eos_id is not None and self.eos_id < vocab_size else []
             if stops:
-                vocab = range(len(self.tokenizer))
-                texts = self.tokenizer.batch_decode([[t] for t in vocab], skip_special_tokens=True)
-                ids += [t for t, s in zip(vocab, texts) if t != self.eos_id and any(x in s for x in stops)]
+                ids += [t for t, hit in enumerate(tokens_containing(self.tokenizer, stops)) if hit and t != self.eos_id]
             self._stop_ids[stops] = ids
         return self._stop_ids[stops]
 
