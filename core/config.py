@@ -57,7 +57,7 @@ class ModelConfig:
     num_heads: int = _f(4, "embedded model attention heads")
     intermediate_size: int = _f(384, "embedded model MLP width")
     device: str = _f("auto", "'auto' (cuda if present), 'cpu' or 'cuda'")
-    dtype: str = _f("auto", "'auto' (bf16 on a GPU that supports it, else fp32), fp32, bf16")
+    dtype: str = _f("auto", "weights: 'auto' (sft/rl: fp32, computing in bf16 autocast; other jobs: bf16 on a GPU that supports it, else fp32), fp32, bf16")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     attn_implementation: str = _f("auto", "'auto' (eager on CPU, sdpa on GPU), eager, sdpa, flash_attention_2")
 
@@ -76,6 +76,7 @@ class SamplingConfig:
     max_new_tokens: int = _f(128, "generation limit in tokens (the largest budget)")
     batch_size: int = _f(512, "sequences per forward pass")
     stop: tuple[str, ...] = _f((), "extra stop strings")
+    hf_decoder: str = _f("auto", "hf: 'auto' (a direct decode pass for Qwen2/Llama models, about 2x faster on small ones; the model's own forward otherwise) or 'transformers' (always the model's forward)")
     vllm_memory_frac: float = _f(0.3, "vllm: share of GPU memory (CPU: of RAM) the engine may take; the trainer needs the rest")
     vllm_kv_cache_gib: float = _f(1.0, "vllm: KV cache size in GiB")
     vllm_sleep: bool = _f(True, "vllm: free the engine's GPU memory between sampling phases (sleep mode; no-op on CPU)")
@@ -84,6 +85,7 @@ class SamplingConfig:
 
     def validate(self) -> None:
         _check(self.backend in ("hf", "vllm"), "sampling.backend must be 'hf' or 'vllm'")
+        _check(self.hf_decoder in ("auto", "transformers"), "sampling.hf_decoder must be 'auto' or 'transformers'")
         _check(0 < self.vllm_memory_frac <= 1, "sampling.vllm_memory_frac must be in (0, 1]")
         _check(self.vllm_kv_cache_gib > 0, "sampling.vllm_kv_cache_gib must be > 0")
         _check(self.vllm_dtype in ("auto", "bf16", "fp32"), "sampling.vllm_dtype must be auto, bf16 or fp32")

@@ -47,8 +47,10 @@ def task_problems(task: Task, split: str, limit: int) -> list:
     return problems
 
 
-def setup_torch(cfg: ModelConfig) -> tuple[str, Any]:
-    """(device, dtype) for a model config; sets CPU threads."""
+def setup_torch(cfg: ModelConfig, train: bool = False) -> tuple[str, Any]:
+    """(device, dtype of the weights) for a model config; sets CPU threads. With `train`, 'auto'
+    keeps fp32 weights (training computes in bf16 autocast where it is on): AdamW steps and the
+    EMA anchor's 1% moves on bf16 weights would mostly round away."""
     import torch
 
     from core.models import pick_device
@@ -56,16 +58,17 @@ def setup_torch(cfg: ModelConfig) -> tuple[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported() and not train
     dtype = torch.bfloat16 if cfg.dtype == "bf16" or (cfg.dtype == "auto" and bf16_ok) else torch.float32
     return device, dtype
 
 
-def load_model(cfg: ModelConfig, seed: int) -> tuple[Any, Any]:
-    """A fresh embedded model (when name == 'embedded') or a saved one (folder or hub id)."""
+def load_model(cfg: ModelConfig, seed: int, train: bool = False) -> tuple[Any, Any]:
+    """A fresh embedded model (when name == 'embedded') or a saved one (folder or hub id);
+    `train`: for SFT or RL (see `setup_torch`)."""
     from core.models import EMBEDDED, TinySpec, build_tiny_model, load_policy
 
-    device, dtype = setup_torch(cfg)
+    device, dtype = setup_torch(cfg, train)
     if cfg.name == EMBEDDED:
         spec = TinySpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
         model, tok = build_tiny_model(spec, seed=seed)
@@ -177,7 +180,7 @@ def run_sft(job: SFTJob, run: Run, say: Say, runs_dir: str | Path = "runs", prog
     else:
         synth_out = run_synth(SynthJob(job.task, job.synth), run, say, progress)
         traces = run.traces()
-    model, tok = load_model(job.model, job.sft.seed)
+    model, tok = load_model(job.model, job.sft.seed, train=True)
     if job.sft.lora:
         model = apply_lora(model, job.sft)
     examples, dropped = build_examples(traces, task, tok, job.sft.max_seq_len)
@@ -265,7 +268,7 @@ def run_rl(job: RLJob, run: Run, say: Say, progress: bool = True, runs_dir: str 
     else:  # LoRA resumes from the base weights plus the saved adapters; full fine-tuning from the checkpoint
         init = state["init"] if job.rl.lora else str(ckpt)
     base = init if state is None else state.get("init", init)
-    policy, tok = load_model(replace(job.model, name=init), seed=job.rl.seed)
+    policy, tok = load_model(replace(job.model, name=init), seed=job.rl.seed, train=True)
     if job.rl.lora:
         from core.sft import apply_lora
 

@@ -78,3 +78,20 @@ def test_preset_file_errors(tmp_path) -> None:
 def test_every_field_has_help() -> None:
     for key, _, text in describe(SFTJob):
         assert text, f"{key} has no help text"
+
+
+def test_auto_dtype_keeps_fp32_weights_for_training(monkeypatch) -> None:
+    """On a bf16 GPU, 'auto' loads bf16 weights for sampling jobs but fp32 ones for SFT / RL
+    (whose AdamW steps and EMA anchor moves would round away in bf16)."""
+    import torch
+
+    import core.models
+    from core.config import ModelConfig
+    from core.jobs import setup_torch
+
+    monkeypatch.setattr(core.models, "pick_device", lambda want: "cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert setup_torch(ModelConfig()) == ("cuda", torch.bfloat16)
+    assert setup_torch(ModelConfig(), train=True) == ("cuda", torch.float32)
+    assert setup_torch(ModelConfig(dtype="bf16"), train=True) == ("cuda", torch.bfloat16)
+    assert setup_torch(ModelConfig(dtype="fp32")) == ("cuda", torch.float32)

@@ -179,7 +179,7 @@ def test_prefill_runs_each_distinct_prompt_once(sampler) -> None:
     prompts.insert(5, prompts.pop(0))  # repeats need not be adjacent
     pad = sampler.pad_id
     prompts += [[pad, 7], [7]]  # the same ids once left-padded, but not the same prompt
-    st = sampler._start(prompts)
+    st = sampler._start(prompts, SamplingConfig(hf_decoder="transformers"))
     calls = []
     hook = sampler.model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape[0]),
                                                   with_kwargs=True)
@@ -256,7 +256,7 @@ def test_finished_rows_kept_in_the_batch_change_nothing(monkeypatch) -> None:
         monkeypatch.setattr(GrowingCache, "drop_slack", slack)
         monkeypatch.setattr(GrowingCache, "batch_select_indices", lambda self, keep, drops=drops:
                             drops.append(len(keep)) or super(GrowingCache, self).batch_select_indices(keep))
-        state = sampler._start(_prompts(sampler, 8))
+        state = sampler._start(_prompts(sampler, 8), SamplingConfig(hf_decoder="transformers"))
         state.cache = GrowingCache()
         logprobs: list[list[float]] = [[] for _ in range(8)]
         ids = sampler._decode([], params, torch.Generator(), start=state, logprobs_out=logprobs)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
 from core.sampling.base import tokens_containing
+from core.sampling.decoder import Decoder, DecoderCache, supports
 from core.types import Completion
 
 
@@ -80,7 +81,9 @@ class DecodeState:
     t: tokens generated so far by the longest-running rows; cache: KV of everything fed so far
     (prompt + all but the last generated token); mask: [R, W] attention mask of the cache plus
     the pending token; step_ids / step_pos: [R, 1] the pending token and its position;
-    live: [R] original row index of each live row; generated: per original row, its tokens."""
+    live: [R] original row index of each live row; generated: per original row, its tokens;
+    finished: [R] bool or None, rows that have ended but are still in the batch (a cache that is
+    slow to drop rows keeps a few; they are dropped with the next ones)."""
 
     t: int
     cache: Any
@@ -89,6 +92,7 @@ class DecodeState:
     step_pos: torch.Tensor
     live: torch.Tensor
     generated: list[list[int]]
+    finished: torch.Tensor | None = None
 
 
 DecodeHook = Callable[[DecodeState], None]
@@ -162,7 +166,7 @@ class HFSampler:
         `logprobs_out[r]`, when given, receives log pi(token) at temperature 1 of each token of row r."""
         was_training = self.model.training
         self.model.eval()
-        st = start if start is not None else self._start(prompts)
+        st = start if start is not None else self._start(prompts, params)
         cache, mask, step_ids, step_pos = st.cache, st.mask, st.step_ids, st.step_pos
         live, generated = st.live, st.generated  # live: original row of each batch row
         # finished rows still in the batch (a cache that is slow to drop rows waits for a few)
@@ -177,17 +181,12 @@ class HFSampler:
             finished = None
 
         for t in range(params.max_new_tokens):
-            if hook is not None and t > 0:
-                if finished is not None:
-                    drop(finished)
-                hook(DecodeState(t, cache, mask, step_ids, step_pos, live, generated))
+            if hook is not None and t > 0:  # finished rows stay: the batch is that of a run without hook
+                hook(DecodeState(t, cache, mask, step_ids, step_pos, live, generated, finished))
             if t == 0 and start is None:
                 logits = self._prefill(step_ids, mask, step_pos, cache)
             else:
-                logits = self.model(
-                    input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                    past_key_values=cache, use_cache=True,
-                ).logits[:, -1, :]
+                logits = self._forward(step_ids, mask, step_pos, cache)
             nxt = sample_next(logits, params, generator)
             rows, toks = live, nxt
             if finished is not None:
@@ -215,11 +214,16 @@ class HFSampler:
                     finished = done
         else:  # the token limit: rows still live have generated max_new_tokens tokens
             if hook is not None:
-                if finished is not None:
-                    drop(finished)
-                hook(DecodeState(params.max_new_tokens, cache, mask, step_ids, step_pos, live, generated))
+                hook(DecodeState(params.max_new_tokens, cache, mask, step_ids, step_pos, live, generated, finished))
         self.model.train(was_training)
         return generated
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Last-position logits [R, V] of `ids` [R, q] after what `cache` holds (which gains them)."""
+        if isinstance(cache, DecoderCache):
+            return cache.decoder.forward(cache, ids, pos, mask)
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                          past_key_values=cache, use_cache=True).logits[:, -1, :]
 
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
         """Last-position logits [R, V] of the left-padded prompts `ids` [R, W], filling `cache`.
@@ -228,23 +232,26 @@ class HFSampler:
         logits copied: with K samples per prompt the prefill costs 1/K of the rows."""
         uniq, inverse = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
         if len(uniq) == len(ids):
-            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                              past_key_values=cache, use_cache=True).logits[:, -1, :]
+            return self._forward(ids, mask, pos, cache)
         first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
         first = first.scatter_reduce(0, inverse, torch.arange(len(ids), device=ids.device), "amin")
-        logits = self.model(input_ids=ids[first], attention_mask=mask[first], position_ids=pos[first],
-                            past_key_values=cache, use_cache=True).logits[:, -1, :]
+        logits = self._forward(ids[first], mask[first], pos[first], cache)
         cache.batch_select_indices(inverse)
         return logits[inverse]
 
-    def _start(self, prompts: list[Sequence[int]]) -> DecodeState:
-        """The state before the first forward pass: left-padded prompts, empty cache."""
+    def _start(self, prompts: list[Sequence[int]], params: SamplingConfig) -> DecodeState:
+        """The state before the first forward pass: left-padded prompts, empty cache (the direct
+        decoder's when it covers the model, see `core.sampling.decoder`)."""
         from transformers import DynamicCache
 
         ids, mask = _left_pad(prompts, self.pad_id, self.device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         live = torch.arange(len(prompts), device=ids.device)
-        return DecodeState(0, DynamicCache(), mask, ids, position, live, [[] for _ in prompts])
+        if params.hf_decoder == "auto" and supports(self.model):
+            cache: Any = Decoder(self.model).cache(ids.shape[1] + params.max_new_tokens)
+        else:
+            cache = DynamicCache()
+        return DecodeState(0, cache, mask, ids, position, live, [[] for _ in prompts])
 
     def _hit_stop(self, live: torch.Tensor, generated: list[list[int]], stops: tuple[str, ...],
                   nxt: torch.Tensor) -> torch.Tensor:

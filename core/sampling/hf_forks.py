@@ -106,7 +106,10 @@ def generate_forked(
 
     def fork(st: DecodeState, chunk: list[tuple[int, int]], budget: int, pending: bool) -> None:
         ks, cues = [], []
+        ended = st.finished.tolist() if st.finished is not None else [False] * len(st.live)
         for k, r in enumerate(st.live.tolist()):
+            if ended[k]:
+                continue
             cue = plan(st.generated[r], budget)
             if cue is not None:
                 assert len(cue) > 0, "a fork plan returns at least one cue token"

@@ -20,6 +20,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
+from core.sampling.decoder import DecoderCache
+
 
 class GrowingLayer(DynamicLayer):
     """One layer: `keys` / `values` are views [B, H, n, D] of buffers [B, H, capacity, D].
@@ -111,13 +113,17 @@ class GrowingCache(DynamicCache):
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
 
-def select_rows(cache: Any, rows: torch.Tensor, room: int, arena: list[torch.Tensor] | None = None) -> GrowingCache:
+def select_rows(cache: Any, rows: torch.Tensor, room: int,
+                arena: list[torch.Tensor] | None = None) -> GrowingCache | DecoderCache:
     """A new cache holding rows `rows` (batch dim) of every layer of `cache`, with room for `room`
     more positions; `cache` (a `GrowingCache` or a `DynamicCache`) is unchanged.
 
     `arena`, when given, is a list of flat buffers reused from call to call (grown as needed):
     the new cache then lives in them, so it must be dropped before the next call with the same
-    arena. Fresh memory costs page faults on every call (measured: ~1/3 of the copy's time)."""
+    arena. Fresh memory costs page faults on every call (measured: ~1/3 of the copy's time).
+    A `DecoderCache` (the direct decoder's) gives a `DecoderCache`."""
+    if isinstance(cache, DecoderCache):
+        return cache.select(rows, room, arena)
     out = GrowingCache()
     for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values

@@ -115,11 +115,13 @@ def make_model_dir(folder: Path) -> str:
     return str(folder)
 
 
-def load(model_dir: str) -> tuple[Any, Any]:
-    """Policy and tokenizer as the lab's RL job loads them on CPU (fp32, eager attention)."""
+def load(model_dir: str, device: str = "cpu") -> tuple[Any, Any]:
+    """Policy and tokenizer as the lab's RL job loads them: fp32 weights, eager attention on
+    CPU, SDPA on a GPU."""
     from core.models import load_policy
 
-    return load_policy(model_dir, dtype=torch.float32, device="cpu", attn_implementation="eager")
+    attn = "eager" if device == "cpu" else "sdpa"
+    return load_policy(model_dir, dtype=torch.float32, device=device, attn_implementation=attn)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -133,7 +135,7 @@ def bench_ours(model_dir: str, task: PairSumTask, problems: list[Problem], args:
     from core.sampling.hf import HFSampler
 
     torch.manual_seed(SEED)
-    policy, tok = load(model_dir)
+    policy, tok = load(model_dir, args.device)
     batch = args.prompts * args.k
     cfg = RLConfig(
         steps=args.steps + 1, prompts_per_step=args.prompts, num_generations=args.k,
@@ -164,7 +166,7 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
     from trl import GRPOConfig, GRPOTrainer
 
     torch.manual_seed(SEED)
-    policy, tok = load(model_dir)
+    policy, tok = load(model_dir, args.device)
     batch = args.prompts * args.k
     dataset = Dataset.from_dict({
         "prompt": [task.render_prompt(p, tok) for p in problems],
@@ -179,7 +181,7 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
     if batch % rows:
         raise SystemExit(f"--trl-pass-rows {rows} must divide prompts x k = {batch}")
     config = GRPOConfig(
-        output_dir=out_dir, max_steps=args.steps + 1, seed=SEED, use_cpu=True, bf16=not args.fp32,
+        output_dir=out_dir, max_steps=args.steps + 1, seed=SEED, use_cpu=args.device == "cpu", bf16=not args.fp32,
         per_device_train_batch_size=rows, gradient_accumulation_steps=batch // rows,
         steps_per_generation=batch // rows,
         num_generations=args.k, num_iterations=1, max_completion_length=args.max_new_tokens,
@@ -205,6 +207,8 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
             self.rewards: list[float] = []
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
+            if args.device != "cpu":
+                torch.cuda.synchronize()
             self.ends.append(time.perf_counter())
             self.cpu_ends.append(time.process_time())
             metrics = getattr(trainer, "_metrics", {}).get("train", {})
@@ -254,6 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the randomly initialised embedded model instead (responses never end)")
     p.add_argument("--runs-dir", default="runs", help="where to look for the newest SFT run")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0 = torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both trainers; TRL through accelerate)")
     p.add_argument("--pass-tokens", type=int, default=-1,
                    help="ours: rl.pass_tokens, the token cap per forward/backward pass (-1 = its default)")
     p.add_argument("--trl-pass-rows", type=int, default=32,
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_dir = None if args.random_init else pick_model(args.model, args.runs_dir)
         label = model_dir or "randomly initialised embedded model (temp copy)"
         model_dir = model_dir or make_model_dir(Path(tmp) / "model")
-        print(f"model {label}, cpu, "
+        print(f"model {label}, {args.device}, "
               f"{torch.get_num_threads()} threads, {args.prompts} prompts x {args.k} samples, "
               f"{args.max_new_tokens} tokens, temperature {TEMPERATURE}, "
               f"{'fp32' if args.fp32 else 'bf16 autocast'}, {args.steps} timed steps each, "
@@ -296,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_samples_per_cpu_s": round(ours.samples_per_cpu_s, 3),
         "trl_samples_per_cpu_s": round(theirs.samples_per_cpu_s, 3),
         "cpu_ratio": round(ours.samples_per_cpu_s / theirs.samples_per_cpu_s, 3),
-        "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
+        "device": args.device, "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
         "steps": args.steps, "prompts": args.prompts, "k": args.k,
         "max_new_tokens": args.max_new_tokens, "pass_tokens": args.pass_tokens,
         "trl_pass_rows": args.trl_pass_rows or args.prompts * args.k, "model": label, "trl_version": version,

@@ -1,0 +1,223 @@
+"""A direct forward pass for decoding Qwen2 / Llama-style models, over preallocated KV buffers.
+
+The transformers forward of a decode step (one token per row) spends most of its time outside
+the arithmetic on a small model: `DynamicCache` appends each step with `torch.cat`, which copies
+every layer's whole cache into fresh memory, and each layer goes through several Python-level
+modules, masks and hooks. This module runs the same arithmetic with plain torch ops on the
+model's own parameters (a `Decoder` is built per generation: its fused matrices are copies):
+
+* q/k/v and gate/up projections fused into one matrix product each (fused once per `Decoder`);
+* keys and values written in place into buffers with room for the whole generation; the
+  attention reads views of the filled part (keys stored transposed, [D, positions], so both
+  matrix products see a plain strided matrix and need no copy);
+* the rotary tables computed once per step for all layers.
+
+It covers the architectures whose decoder layer is exactly: RMSNorm -> attention with rotary
+embeddings (default rope, optional q/k/v bias, grouped KV heads, no sliding window) -> residual
+-> RMSNorm -> SiLU-gated MLP -> residual; `supports()` says whether a model is one. Anything else
+(other architectures, rope scaling, PEFT adapters, quantised weights) goes through transformers.
+A test compares the logits with transformers' for prompts of different lengths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+_TYPES = ("qwen2", "llama")
+
+
+def supports(model: Any) -> bool:
+    """Whether `Decoder` computes exactly what `model`'s own forward does."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in _TYPES:
+        return False
+    if type(model).__name__ not in ("Qwen2ForCausalLM", "LlamaForCausalLM"):
+        return False  # e.g. a PEFT wrapper: its adapters change the projections
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        return False
+    if getattr(cfg, "use_sliding_window", False) or getattr(cfg, "hidden_act", "silu") != "silu":
+        return False
+    if getattr(cfg, "mlp_bias", False) or getattr(cfg, "quantization_config", None) is not None:
+        return False
+    layers = model.model.layers
+    return all(type(layer.mlp).__name__.endswith("MLP") and hasattr(layer.self_attn, "q_proj")
+               for layer in layers)
+
+
+class Decoder:
+    """The fused weights of `model` (see `supports`) and its forward pass over a `DecoderCache`.
+
+    Build one per generation: the fused q/k/v and gate/up matrices are copies, taken when it is
+    built (the other weights are the model's own tensors)."""
+
+    def __init__(self, model: Any) -> None:
+        if not supports(model):
+            raise ValueError(f"{type(model).__name__} is not a model this decoder covers")
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = cfg.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        rotary = model.model.rotary_emb
+        self.inv_freq = rotary.inv_freq.float()
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.layers = []
+        with torch.no_grad():
+            for layer in model.model.layers:
+                att, mlp = layer.self_attn, layer.mlp
+                qkv_b = None
+                if att.q_proj.bias is not None:
+                    qkv_b = torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias])
+                self.layers.append({
+                    "in_norm": layer.input_layernorm.weight.detach(),
+                    "post_norm": layer.post_attention_layernorm.weight.detach(),
+                    "qkv": torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
+                    "qkv_b": qkv_b, "o": att.o_proj.weight.detach(),
+                    "o_b": None if att.o_proj.bias is None else att.o_proj.bias.detach(),
+                    "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                    "down": mlp.down_proj.weight.detach(),
+                })
+        self.embed = model.model.embed_tokens.weight.detach()
+        self.final_norm = model.model.norm.weight.detach()
+        self.lm_head = model.lm_head.weight.detach()
+
+    def cache(self, capacity: int) -> DecoderCache:
+        """An empty cache with room for `capacity` positions (its rows: those of the first pass)."""
+        return DecoderCache(self, capacity)
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return w * h.to(x.dtype)
+
+    def forward(self, cache: DecoderCache, ids: torch.Tensor, pos: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Logits [R, V] at the last of the q new positions, whose keys and values are written
+        after the cache's n filled positions. ids, pos: [R, q]; mask: [R, n + q], 1 where a
+        position may be attended to (0: padding), as transformers' `attention_mask`."""
+        r, q = ids.shape
+        n, m = cache.n, cache.n + q
+        if m > cache.capacity:
+            cache.grow(max(m, 2 * cache.capacity))
+        hd, hkv, rep = self.head_dim, self.kv_heads, self.heads // self.kv_heads
+        x = F.embedding(ids, self.embed)
+        freqs = pos.unsqueeze(-1).to(torch.float32) * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rope_scale).to(x.dtype).unsqueeze(1)  # [R, 1, q, D]
+        sin = (emb.sin() * self.rope_scale).to(x.dtype).unsqueeze(1)
+        low = torch.finfo(x.dtype).min  # finite, as transformers: a row with nothing to attend to stays finite
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(mask == 0, low)
+        bias = bias[:, None, None, None, :]  # [R, 1, 1, 1, m]: (kv head, group, query, key)
+        if q > 1:
+            causal = torch.ones((q, m), dtype=torch.bool, device=ids.device).triu(n + 1)
+            bias = bias.masked_fill(causal, low)
+        half = hd // 2
+        for li, w in enumerate(self.layers):
+            h = self._rms(x, w["in_norm"])
+            qkv = F.linear(h, w["qkv"], w["qkv_b"])
+            qs = qkv[..., : self.heads * hd].view(r, q, self.heads, hd).transpose(1, 2)
+            ks = qkv[..., self.heads * hd : (self.heads + hkv) * hd].view(r, q, hkv, hd).transpose(1, 2)
+            vs = qkv[..., (self.heads + hkv) * hd :].view(r, q, hkv, hd).transpose(1, 2)
+            qs = qs * cos + torch.cat((-qs[..., half:], qs[..., :half]), dim=-1) * sin
+            ks = ks * cos + torch.cat((-ks[..., half:], ks[..., :half]), dim=-1) * sin
+            keys, values = cache.write(li, ks, vs)  # [R, Hkv, D, m], [R, Hkv, m, D]
+            scores = torch.matmul(qs.reshape(r, hkv, rep * q, hd), keys) * self.scale
+            scores = scores.view(r, hkv, rep, q, m) + bias
+            probs = torch.softmax(scores.float(), dim=-1).to(x.dtype).view(r, hkv, rep * q, m)
+            att = torch.matmul(probs, values).view(r, self.heads, q, hd)
+            x = x + F.linear(att.transpose(1, 2).reshape(r, q, self.heads * hd), w["o"], w["o_b"])
+            h = self._rms(x, w["post_norm"])
+            gate, up = F.linear(h, w["gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w["down"])
+        cache.n = m
+        return F.linear(self._rms(x[:, -1], self.final_norm), self.lm_head)
+
+
+class DecoderCache:
+    """Keys and values of R rows in buffers of `capacity` positions, n of them filled (the same
+    n for every row: prompts are left-padded). Per layer: keys [R, Hkv, D, capacity] (stored
+    transposed: the scores' matrix product reads them as they lie), values [R, Hkv, capacity, D].
+
+    Used by the transformers sampler's decode loop in place of a transformers cache: it drops
+    rows with `batch_select_indices`, and `select` copies rows out for forked continuations.
+    """
+
+    # dropping rows copies the filled part of the buffers, so the decode loop keeps finished rows
+    # in the batch until they are more than this share of it
+    drop_slack = 0.25
+
+    def __init__(self, decoder: Decoder, capacity: int, buffers: list[torch.Tensor] | None = None) -> None:
+        self.decoder = decoder
+        self.capacity, self.n = capacity, 0
+        self.keys: list[torch.Tensor] = [] if buffers is None else buffers[0::2]
+        self.values: list[torch.Tensor] = [] if buffers is None else buffers[1::2]
+
+    def _allocate(self, rows: int, capacity: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        d = self.decoder
+        shape_k = (rows, d.kv_heads, d.head_dim, capacity)
+        shape_v = (rows, d.kv_heads, capacity, d.head_dim)
+        dtype, device = d.embed.dtype, d.embed.device
+        return ([torch.empty(shape_k, dtype=dtype, device=device) for _ in d.layers],
+                [torch.empty(shape_v, dtype=dtype, device=device) for _ in d.layers])
+
+    def write(self, layer: int, ks: torch.Tensor, vs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store [R, Hkv, q, D] keys and values after the n filled positions; the views of the
+        filled part including them."""
+        n, m = self.n, self.n + ks.shape[2]
+        if not self.keys:  # the first write sets the number of rows
+            self.keys, self.values = self._allocate(ks.shape[0], self.capacity)
+        self.keys[layer][..., n:m].copy_(ks.transpose(-1, -2))
+        self.values[layer][:, :, n:m].copy_(vs)
+        return self.keys[layer][..., :m], self.values[layer][:, :, :m]
+
+    def grow(self, capacity: int) -> None:
+        """Room for `capacity` positions (a copy of the filled part)."""
+        if self.keys:
+            n = self.n
+            keys, values = self._allocate(len(self.keys[0]), capacity)
+            for new, old in zip(keys, self.keys):
+                new[..., :n].copy_(old[..., :n])
+            for new, old in zip(values, self.values):
+                new[:, :, :n].copy_(old[:, :, :n])
+            self.keys, self.values = keys, values
+        self.capacity = capacity
+
+    def get_seq_length(self) -> int:
+        return self.n
+
+    def batch_select_indices(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (indices, repeats allowed): a copy of their filled part."""
+        new = self.select(rows, self.capacity - self.n)
+        self.keys, self.values = new.keys, new.values
+
+    def select(self, rows: torch.Tensor, room: int, arena: list[torch.Tensor] | None = None) -> DecoderCache:
+        """A new cache of rows `rows`, their n filled positions and room for `room` more; this
+        cache is unchanged. With `arena` (flat buffers reused from call to call, grown as
+        needed) the new cache lives in them: drop it before the next call with the same arena.
+        Fresh memory costs page faults on every call."""
+        d, n = self.decoder, self.n
+        capacity = n + room
+        out_shape = [(len(rows), d.kv_heads, d.head_dim, capacity), (len(rows), d.kv_heads, capacity, d.head_dim)]
+        buffers = None
+        if arena is not None:
+            numel = len(rows) * d.kv_heads * d.head_dim * capacity
+            ref = self.keys[0]
+            while len(arena) < 2 * len(self.keys):
+                arena.append(ref.new_empty(0))
+            for j, buf in enumerate(arena):
+                if buf.numel() < numel or buf.dtype != ref.dtype or buf.device != ref.device:
+                    arena[j] = ref.new_empty(numel)
+            buffers = [arena[j][:numel].view(out_shape[j % 2]) for j in range(2 * len(self.keys))]
+        out = DecoderCache(d, capacity, buffers)
+        if buffers is None:
+            out.keys, out.values = out._allocate(len(rows), capacity)
+        for li in range(len(self.keys)):
+            torch.index_select(self.keys[li][..., :n], 0, rows, out=out.keys[li][..., :n])
+            torch.index_select(self.values[li][:, :, :n], 0, rows, out=out.values[li][:, :, :n])
+        out.n = n
+        return out
