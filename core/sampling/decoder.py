@@ -8,8 +8,7 @@ model's own parameters (a `Decoder` is built per generation: its fused matrices 
 
 * q/k/v and gate/up projections fused into one matrix product each (fused once per `Decoder`);
 * keys and values written in place into buffers with room for the whole generation; the
-  attention reads views of the filled part (keys stored transposed, [D, positions], so both
-  matrix products see a plain strided matrix and need no copy);
+  attention reads views of the filled part (no copy: the matrix products take strided views);
 * the rotary tables computed once per step for all layers.
 
 It covers the architectures whose decoder layer is exactly: RMSNorm -> attention with rotary
@@ -125,8 +124,8 @@ class Decoder:
             vs = qkv[..., (self.heads + hkv) * hd :].view(r, q, hkv, hd).transpose(1, 2)
             qs = qs * cos + torch.cat((-qs[..., half:], qs[..., :half]), dim=-1) * sin
             ks = ks * cos + torch.cat((-ks[..., half:], ks[..., :half]), dim=-1) * sin
-            keys, values = cache.write(li, ks, vs)  # [R, Hkv, D, m], [R, Hkv, m, D]
-            scores = torch.matmul(qs.reshape(r, hkv, rep * q, hd), keys) * self.scale
+            keys, values = cache.write(li, ks, vs)  # [R, Hkv, m, D] each
+            scores = torch.matmul(qs.reshape(r, hkv, rep * q, hd), keys.transpose(-1, -2)) * self.scale
             scores = scores.view(r, hkv, rep, q, m) + bias
             probs = torch.softmax(scores.float(), dim=-1).to(x.dtype).view(r, hkv, rep * q, m)
             att = torch.matmul(probs, values).view(r, self.heads, q, hd)
@@ -140,8 +139,7 @@ class Decoder:
 
 class DecoderCache:
     """Keys and values of R rows in buffers of `capacity` positions, n of them filled (the same
-    n for every row: prompts are left-padded). Per layer: keys [R, Hkv, D, capacity] (stored
-    transposed: the scores' matrix product reads them as they lie), values [R, Hkv, capacity, D].
+    n for every row: prompts are left-padded). Per layer: keys and values [R, Hkv, capacity, D].
 
     Used by the transformers sampler's decode loop in place of a transformers cache: it drops
     rows with `batch_select_indices`, and `select` copies rows out for forked continuations.
@@ -159,11 +157,10 @@ class DecoderCache:
 
     def _allocate(self, rows: int, capacity: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         d = self.decoder
-        shape_k = (rows, d.kv_heads, d.head_dim, capacity)
-        shape_v = (rows, d.kv_heads, capacity, d.head_dim)
+        shape = (rows, d.kv_heads, capacity, d.head_dim)
         dtype, device = d.embed.dtype, d.embed.device
-        return ([torch.empty(shape_k, dtype=dtype, device=device) for _ in d.layers],
-                [torch.empty(shape_v, dtype=dtype, device=device) for _ in d.layers])
+        return ([torch.empty(shape, dtype=dtype, device=device) for _ in d.layers],
+                [torch.empty(shape, dtype=dtype, device=device) for _ in d.layers])
 
     def write(self, layer: int, ks: torch.Tensor, vs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store [R, Hkv, q, D] keys and values after the n filled positions; the views of the
@@ -171,18 +168,16 @@ class DecoderCache:
         n, m = self.n, self.n + ks.shape[2]
         if not self.keys:  # the first write sets the number of rows
             self.keys, self.values = self._allocate(ks.shape[0], self.capacity)
-        self.keys[layer][..., n:m].copy_(ks.transpose(-1, -2))
+        self.keys[layer][:, :, n:m].copy_(ks)
         self.values[layer][:, :, n:m].copy_(vs)
-        return self.keys[layer][..., :m], self.values[layer][:, :, :m]
+        return self.keys[layer][:, :, :m], self.values[layer][:, :, :m]
 
     def grow(self, capacity: int) -> None:
         """Room for `capacity` positions (a copy of the filled part)."""
         if self.keys:
             n = self.n
             keys, values = self._allocate(len(self.keys[0]), capacity)
-            for new, old in zip(keys, self.keys):
-                new[..., :n].copy_(old[..., :n])
-            for new, old in zip(values, self.values):
+            for new, old in zip(keys + values, self.keys + self.values):
                 new[:, :, :n].copy_(old[:, :, :n])
             self.keys, self.values = keys, values
         self.capacity = capacity
@@ -202,7 +197,7 @@ class DecoderCache:
         Fresh memory costs page faults on every call."""
         d, n = self.decoder, self.n
         capacity = n + room
-        out_shape = [(len(rows), d.kv_heads, d.head_dim, capacity), (len(rows), d.kv_heads, capacity, d.head_dim)]
+        shape = (len(rows), d.kv_heads, capacity, d.head_dim)
         buffers = None
         if arena is not None:
             numel = len(rows) * d.kv_heads * d.head_dim * capacity
@@ -212,12 +207,11 @@ class DecoderCache:
             for j, buf in enumerate(arena):
                 if buf.numel() < numel or buf.dtype != ref.dtype or buf.device != ref.device:
                     arena[j] = ref.new_empty(numel)
-            buffers = [arena[j][:numel].view(out_shape[j % 2]) for j in range(2 * len(self.keys))]
+            buffers = [arena[j][:numel].view(shape) for j in range(2 * len(self.keys))]
         out = DecoderCache(d, capacity, buffers)
         if buffers is None:
             out.keys, out.values = out._allocate(len(rows), capacity)
-        for li in range(len(self.keys)):
-            torch.index_select(self.keys[li][..., :n], 0, rows, out=out.keys[li][..., :n])
-            torch.index_select(self.values[li][:, :, :n], 0, rows, out=out.values[li][:, :, :n])
+        for src, dst in zip(self.keys + self.values, out.keys + out.values):
+            torch.index_select(src[:, :, :n], 0, rows, out=dst[:, :, :n])
         out.n = n
         return out
