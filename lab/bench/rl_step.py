@@ -2,7 +2,7 @@
 
     python -m lab.bench.rl_step [--steps 5] [--prompts 16] [--k 8] [--max-new-tokens 128]
                                 [--model PATH | --random-init] [--fp32] [--threads N]
-                                [--pass-tokens N] [--trl-pass-rows N]
+                                [--pass-tokens N] [--trl-pass-rows N] [--device cpu|cuda]
 
 Defaults are those of `python -m lab rl` on the embedded task: its prompts per step, group size
 and token limit, starting from the newest SFT run under --runs-dir (the policy RL starts from,
@@ -51,8 +51,12 @@ log-probs (needed for the KL to the reference): ours takes them from the sampler
 computes them while decoding, TRL uses those of its training forward pass (both skip a separate
 old-policy pass; TRL's training forward also covers the prompt tokens' logits, ours starts at
 the first response token); TRL's `model.generate` keeps finished rows in the batch, ours drops
-them; TRL generates under its bf16 autocast wrapper, ours samples in fp32 (bf16 decoding of
-this tiny model is slower on CPU).
+them, and decodes Qwen2 models with its own forward pass (`core.sampling.decoder`: fused
+projections, KV cache written in place) where TRL calls `model.generate`; TRL generates under
+its bf16 autocast wrapper, ours samples in fp32 (bf16 decoding of this tiny model is slower on CPU).
+
+`--device cuda` runs both on a GPU (TRL with `use_cpu=False`, SDPA attention for both, the
+clock synchronised with the device at each step end).
 
 The last stdout line is one JSON object with `ours_samples_per_s`, `trl_samples_per_s` and
 `ratio` (ours / TRL). Needs TRL: `pip install -e ".[bench]"`.
