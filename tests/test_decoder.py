@@ -108,5 +108,8 @@ def test_models_the_decoder_does_not_cover() -> None:
     scaled = _model("llama")
     scaled.config.rope_parameters = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}
     assert not supports(scaled)
+    windowed = _model("qwen2")
+    windowed.config.layer_types = ["sliding_attention", "full_attention"]
+    assert not supports(windowed)
     with pytest.raises(ValueError, match="not a model"):
         Decoder(wrapped)

@@ -40,6 +40,10 @@ def supports(model: Any) -> bool:
         return False
     if getattr(cfg, "use_sliding_window", False) or getattr(cfg, "hidden_act", "silu") != "silu":
         return False
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
+        return False
+    if rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0)) != 1.0:
+        return False
     if getattr(cfg, "mlp_bias", False) or getattr(cfg, "quantization_config", None) is not None:
         return False
     layers = model.model.layers
