@@ -76,7 +76,7 @@ class SamplingConfig:
     max_new_tokens: int = _f(128, "generation limit in tokens (the largest budget)")
     batch_size: int = _f(512, "sequences per forward pass")
     stop: tuple[str, ...] = _f((), "extra stop strings")
-    hf_decoder: str = _f("auto", "hf: 'auto' (a direct decode pass for Qwen2/Llama models, about 2x faster on small ones; the model's own forward otherwise) or 'transformers' (always the model's forward)")
+    hf_decoder: str = _f("auto", "hf: 'auto' (a direct decode pass for Qwen2/Llama models, core/sampling/decoder.py; the model's own forward otherwise) or 'transformers' (always the model's forward)")
     vllm_memory_frac: float = _f(0.3, "vllm: share of GPU memory (CPU: of RAM) the engine may take; the trainer needs the rest")
     vllm_kv_cache_gib: float = _f(1.0, "vllm: KV cache size in GiB")
     vllm_sleep: bool = _f(True, "vllm: free the engine's GPU memory between sampling phases (sleep mode; no-op on CPU)")

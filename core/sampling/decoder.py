@@ -1,12 +1,13 @@
 """A direct forward pass for decoding Qwen2 / Llama-style models, over preallocated KV buffers.
 
-The transformers forward of a decode step (one token per row) spends most of its time outside
-the arithmetic on a small model: `DynamicCache` appends each step with `torch.cat`, which copies
-every layer's whole cache into fresh memory, and each layer goes through several Python-level
-modules, masks and hooks. This module runs the same arithmetic with plain torch ops on the
-model's own parameters (a `Decoder` is built per generation: its fused matrices are copies):
+In the transformers forward of a decode step (one token per row), `DynamicCache` appends with
+`torch.cat`, which copies every layer's whole cache into fresh memory, and each layer goes
+through several Python-level modules, masks and hooks: on a small model that is much of the
+step. This module runs the same arithmetic with plain torch ops on the model's own parameters:
 
-* q/k/v and gate/up projections fused into one matrix product each (fused once per `Decoder`);
+* the q/k/v projections fused into one matrix product (a copy of those weights per `Decoder`;
+  fusing gate/up too measured no faster on the embedded model and would copy 2/3 of a large
+  model's weights);
 * keys and values written in place into buffers with room for the whole generation; the
   attention reads views of the filled part (no copy: the matrix products take strided views);
 * the rotary tables computed once per step for all layers.
@@ -16,6 +17,11 @@ embeddings (default rope, optional q/k/v bias, grouped KV heads, no sliding wind
 -> RMSNorm -> SiLU-gated MLP -> residual; `supports()` says whether a model is one. Anything else
 (other architectures, rope scaling, PEFT adapters, quantised weights) goes through transformers.
 A test compares the logits with transformers' for prompts of different lengths.
+
+Measured (`python -m lab.bench.decoder`, tokens/s against the model's forward): embedded model,
+2 CPU threads, 1.07x (per decode step at 1 / 128 rows: 0.76 / 8.0 ms against 1.47 / 11.1 ms);
+H100, 512 rows: embedded model 1.24x (bf16) / 1.29x (fp32), a 98M Qwen2 1.12x (bf16) / 1.81x
+(fp32). In the RL loop on CPU sampling was 2-7% faster, the budget sweep's generation 9%.
 """
 
 from __future__ import annotations
@@ -54,8 +60,8 @@ def supports(model: Any) -> bool:
 class Decoder:
     """The fused weights of `model` (see `supports`) and its forward pass over a `DecoderCache`.
 
-    Build one per generation: the fused q/k/v and gate/up matrices are copies, taken when it is
-    built (the other weights are the model's own tensors)."""
+    Build one per generation: the fused q/k/v matrix is a copy, taken when it is built (the
+    other weights are the model's own tensors)."""
 
     def __init__(self, model: Any) -> None:
         if not supports(model):
@@ -82,7 +88,7 @@ class Decoder:
                     "qkv": torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
                     "qkv_b": qkv_b, "o": att.o_proj.weight.detach(),
                     "o_b": None if att.o_proj.bias is None else att.o_proj.bias.detach(),
-                    "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                    "gate": mlp.gate_proj.weight.detach(), "up": mlp.up_proj.weight.detach(),
                     "down": mlp.down_proj.weight.detach(),
                 })
         self.embed = model.model.embed_tokens.weight.detach()
@@ -135,8 +141,7 @@ class Decoder:
             att = torch.matmul(probs, values).view(r, self.heads, q, hd)
             x = x + F.linear(att.transpose(1, 2).reshape(r, q, self.heads * hd), w["o"], w["o_b"])
             h = self._rms(x, w["post_norm"])
-            gate, up = F.linear(h, w["gate_up"]).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, w["down"])
+            x = x + F.linear(F.silu(F.linear(h, w["gate"])) * F.linear(h, w["up"]), w["down"])
         cache.n = m
         return F.linear(self._rms(x[:, -1], self.final_norm), self.lm_head)
 
