@@ -113,3 +113,15 @@ def test_models_the_decoder_does_not_cover() -> None:
     assert not supports(windowed)
     with pytest.raises(ValueError, match="not a model"):
         Decoder(wrapped)
+
+
+def test_decoder_benchmark_runs(capsys) -> None:
+    """`python -m lab.bench.decoder` end to end at toy size: both paths timed, a ratio printed."""
+    import json
+
+    from lab.bench.decoder import main
+
+    out = main(["--models", "tiny", "--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--repeats", "1"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == out and last["ratio_tiny"] > 0
+    assert last["decoder_tokens_per_s_tiny"] > 0 and last["transformers_tokens_per_s_tiny"] > 0
