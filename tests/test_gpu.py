@@ -104,7 +104,8 @@ def _check_completions(groups, n: int, max_new: int, eos_id: int) -> None:
 def test_sampler_same_seed_same_tokens(tiny_model_dir, pairsum_task, dtype, attn, decoder) -> None:
     """Seeded sampling on the device: same seed -> same tokens and log-probs, another seed ->
     other tokens; finish reasons and log-probs are reported and finite (left-padded prompts
-    of different lengths; bf16 + sdpa is what `model.dtype=auto` loads on a GPU)."""
+    of different lengths; bf16 + sdpa is what `model.dtype=auto` loads on a GPU for evaluation
+    and budget jobs)."""
     from core.sampling.hf import HFSampler
 
     model, tok = _load(tiny_model_dir, dtype, attn)
@@ -201,8 +202,8 @@ def _check_metrics(metrics: dict, step: int) -> None:
 @pytest.mark.parametrize("dtype, attn", [("fp32", "eager"), ("bf16", "sdpa")], ids=["fp32-weights", "bf16-weights"])
 def test_rl_two_steps_bf16_autocast(tiny_model_dir, pairsum_task, dtype, attn) -> None:
     """Two Trainer steps on the device under bf16 autocast: finite metrics, changed weights, the
-    EMA anchor between the start and the policy; no pass cap on a GPU. fp32 weights are what the
-    tests load; bf16 weights + sdpa are what `lab rl` loads on a GPU (`model.dtype=auto`)."""
+    EMA anchor between the start and the policy; no pass cap on a GPU. fp32 weights are what
+    `lab rl` loads on a GPU (`model.dtype=auto`); bf16 weights + sdpa what `model.dtype=bf16` does."""
     trainer = _trainer(tiny_model_dir, pairsum_task, dtype=dtype, attn=attn, bf16_autocast=True, anchor_rate=0.5)
     assert _on_device(trainer.policy) and _on_device(trainer.anchor.model)
     if torch.device(DEVICE).type != "cpu":
