@@ -120,12 +120,15 @@ class Decoder:
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = (emb.cos() * self.rope_scale).to(x.dtype).unsqueeze(1)  # [R, 1, q, D]
         sin = (emb.sin() * self.rope_scale).to(x.dtype).unsqueeze(1)
-        low = torch.finfo(x.dtype).min  # finite, as transformers: a row with nothing to attend to stays finite
-        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(mask == 0, low)
-        bias = bias[:, None, None, None, :]  # [R, 1, 1, 1, m]: (kv head, group, query, key)
-        if q > 1:
-            causal = torch.ones((q, m), dtype=torch.bool, device=ids.device).triu(n + 1)
-            bias = bias.masked_fill(causal, low)
+        if q == 1:  # a decode step: an additive mask over the keys
+            bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
+            bias = bias.masked_fill_(mask == 0, torch.finfo(x.dtype).min)[:, None, None, None, :]  # [R,1,1,1,m]
+        else:  # a prefill or a fed cue: SDPA (no [R, H, q, m] scores), causal; every query sees at
+            # least itself, so a padding query attends to something and stays finite
+            causal = torch.ones((q, m), dtype=torch.bool, device=ids.device).tril(n)
+            own = torch.zeros((q, m), dtype=torch.bool, device=ids.device)
+            own[:, n:] = torch.eye(q, dtype=torch.bool, device=ids.device)
+            allowed = ((mask != 0)[:, None, None, :] & causal) | own  # [R, 1, q, m]
         half = hd // 2
         for li, w in enumerate(self.layers):
             h = self._rms(x, w["in_norm"])
@@ -136,10 +139,15 @@ class Decoder:
             qs = qs * cos + torch.cat((-qs[..., half:], qs[..., :half]), dim=-1) * sin
             ks = ks * cos + torch.cat((-ks[..., half:], ks[..., :half]), dim=-1) * sin
             keys, values = cache.write(li, ks, vs)  # [R, Hkv, m, D] each
-            scores = torch.matmul(qs.reshape(r, hkv, rep * q, hd), keys.transpose(-1, -2)) * self.scale
-            scores = scores.view(r, hkv, rep, q, m) + bias
-            probs = torch.softmax(scores.float(), dim=-1).to(x.dtype).view(r, hkv, rep * q, m)
-            att = torch.matmul(probs, values).view(r, self.heads, q, hd)
+            if q == 1:
+                scores = torch.matmul(qs.reshape(r, hkv, rep, hd), keys.transpose(-1, -2)) * self.scale
+                scores = scores.view(r, hkv, rep, 1, m) + bias
+                probs = torch.softmax(scores.float(), dim=-1).to(x.dtype).view(r, hkv, rep, m)
+                att = torch.matmul(probs, values).view(r, self.heads, 1, hd)
+            else:
+                if rep > 1:
+                    keys, values = keys.repeat_interleave(rep, dim=1), values.repeat_interleave(rep, dim=1)
+                att = F.scaled_dot_product_attention(qs, keys, values, attn_mask=allowed, scale=self.scale)
             x = x + F.linear(att.transpose(1, 2).reshape(r, q, self.heads * hd), w["o"], w["o_b"])
             h = self._rms(x, w["post_norm"])
             x = x + F.linear(F.silu(F.linear(h, w["gate"])) * F.linear(h, w["up"]), w["down"])
