@@ -20,9 +20,9 @@ A test compares the logits with transformers' for prompts of different lengths.
 
 Measured (`python -m lab.bench.decoder`, tokens/s against the model's forward): embedded model,
 2 CPU threads, 1.07x (per decode step at 1 / 128 rows: 0.76 / 8.0 ms against 1.47 / 11.1 ms);
-H100, 512 rows, bf16: embedded model 1.32x, a 98M Qwen2 1.14x (an earlier variant that also
-fused gate/up: 1.24x / 1.12x in bf16, 1.29x / 1.81x in fp32). In the RL loop on CPU sampling
-was 2-7% faster, the budget sweep's generation 9%.
+H100, 512 rows, bf16: embedded model 1.25x and 1.32x, a 98M Qwen2 1.21x and 1.14x (two
+machines; an earlier variant that also fused gate/up: 1.24x / 1.12x in bf16, 1.29x / 1.81x in
+fp32). In the RL loop on CPU sampling was 2-7% faster, the budget sweep's generation 9%.
 """
 
 from __future__ import annotations
