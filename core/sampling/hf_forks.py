@@ -5,10 +5,11 @@ cut after B tokens. Re-running the model over prompt + B tokens for each budget 
 prefill per budget (about a third of a whole generation each, measured on the embedded
 model). Instead, once the KV cache holds exactly B generated tokens (one step after the B-th
 was sampled, so the fork feeds only the cue), the rows that still need an answer are copied
-out of it into a cache with room for the answer (`core.sampling.kv_cache`), the answer cue is
-fed after the truncated prefix, and a short answer is decoded; the main rows go on untouched
-(their random stream is not used by the forks, so they equal a plain `generate` with the
-same seed).
+out of it into a cache with room for the answer (`core.sampling.kv_cache.select_rows`: the
+direct decoder's cache or a `GrowingCache`), the answer cue is fed after the truncated prefix,
+and a short answer is decoded; the main rows go on untouched (their random stream is not used
+by the forks, and rows that ended but still wait in the batch are skipped, not dropped, so they
+equal a plain `generate` with the same seed).
 
 Tried and dropped: running the forks as extra rows of the main batch (no passes of their
 own). Fork rows finish every few steps, and each drop or append copies the whole main cache,
