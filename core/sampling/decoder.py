@@ -33,6 +33,10 @@ import torch
 import torch.nn.functional as F
 
 _TYPES = ("qwen2", "llama")
+# passes feeding more tokens than this per row (prefills) attend through SDPA, which builds no
+# [R, H, q, m] score tensor; shorter ones (decode steps, the forks' answer cues) through two
+# matrix products over the cache views, as the decoder was first measured
+_SDPA_MIN_QUERIES = 8
 
 
 def supports(model: Any) -> bool:
@@ -120,11 +124,15 @@ class Decoder:
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = (emb.cos() * self.rope_scale).to(x.dtype).unsqueeze(1)  # [R, 1, q, D]
         sin = (emb.sin() * self.rope_scale).to(x.dtype).unsqueeze(1)
-        if q == 1:  # a decode step: an additive mask over the keys
-            bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
-            bias = bias.masked_fill_(mask == 0, torch.finfo(x.dtype).min)[:, None, None, None, :]  # [R,1,1,1,m]
-        else:  # a prefill or a fed cue: SDPA (no [R, H, q, m] scores), causal; every query sees at
-            # least itself, so a padding query attends to something and stays finite
+        low = torch.finfo(x.dtype).min  # finite, as transformers: a padding query stays finite
+        sdpa = q > _SDPA_MIN_QUERIES
+        if not sdpa:  # a decode step or a short fed cue: an additive mask [R, 1, 1, q, m]
+            bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(mask == 0, low)
+            bias = bias[:, None, None, None, :]
+            if q > 1:
+                bias = bias.masked_fill(torch.ones((q, m), dtype=torch.bool, device=ids.device).triu(n + 1), low)
+        else:  # a prefill: SDPA (no [R, H, q, m] scores), causal; every query sees at least
+            # itself, so a padding query attends to something and stays finite
             causal = torch.ones((q, m), dtype=torch.bool, device=ids.device).tril(n)
             own = torch.zeros((q, m), dtype=torch.bool, device=ids.device)
             own[:, n:] = torch.eye(q, dtype=torch.bool, device=ids.device)
@@ -139,11 +147,11 @@ class Decoder:
             qs = qs * cos + torch.cat((-qs[..., half:], qs[..., :half]), dim=-1) * sin
             ks = ks * cos + torch.cat((-ks[..., half:], ks[..., :half]), dim=-1) * sin
             keys, values = cache.write(li, ks, vs)  # [R, Hkv, m, D] each
-            if q == 1:
-                scores = torch.matmul(qs.reshape(r, hkv, rep, hd), keys.transpose(-1, -2)) * self.scale
-                scores = scores.view(r, hkv, rep, 1, m) + bias
-                probs = torch.softmax(scores.float(), dim=-1).to(x.dtype).view(r, hkv, rep, m)
-                att = torch.matmul(probs, values).view(r, self.heads, 1, hd)
+            if not sdpa:
+                scores = torch.matmul(qs.reshape(r, hkv, rep * q, hd), keys.transpose(-1, -2)) * self.scale
+                scores = scores.view(r, hkv, rep, q, m) + bias
+                probs = torch.softmax(scores.float(), dim=-1).to(x.dtype).view(r, hkv, rep * q, m)
+                att = torch.matmul(probs, values).view(r, self.heads, q, hd)
             else:
                 if rep > 1:
                     keys, values = keys.repeat_interleave(rep, dim=1), values.repeat_interleave(rep, dim=1)
