@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from core.config import BudgetConfig, RLConfig, SamplingConfig, SFTConfig
+from tests.test_budget import RecordingSampler
 
 DEVICE = os.environ.get("T1_GPU_TEST_DEVICE", "cuda")
 
@@ -284,20 +285,6 @@ def test_sft_short_run(pairsum_task, lora) -> None:
 
 
 # ----------------------------------------------------------------------------- budgeted sampling
-
-
-class RecordingSampler:
-    """Wraps a sampler and records every generate call's inputs (the generic, unforked path)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.tokenizer, self.calls = inner, inner.tokenizer, []
-
-    def generate(self, prompt_ids, params, seed, n=1, progress=False):
-        self.calls.append(([list(p) for p in prompt_ids], params))
-        return self.inner.generate(prompt_ids, params, seed, n, progress)
-
-    def sync_weights(self, model) -> None:  # pragma: no cover - protocol only
-        pass
 
 
 @pytest.fixture(scope="module")
