@@ -28,11 +28,21 @@ def _model(kind: str, kv_heads: int = 2, seed: int = 0):
     return model.eval()
 
 
+@pytest.mark.parametrize("read", ["views", "whole"])
 @pytest.mark.parametrize("kind,kv_heads", [("qwen2", 4), ("qwen2", 2), ("llama", 1)])
-def test_decoder_logits_equal_transformers(kind, kv_heads) -> None:
+def test_decoder_logits_equal_transformers(kind, kv_heads, read, monkeypatch) -> None:
     """Left-padded prompts of different lengths, a prefill, decode steps past the buffer's
     capacity (it grows), rows dropped (repeats too), a fork with a padded multi-token cue: the
-    logits are transformers' with a DynamicCache, to float rounding."""
+    logits are transformers' with a DynamicCache, to float rounding. Decode steps read the
+    filled part of the buffers (`views`) or the whole buffers (`whole`); every fresh buffer
+    starts out NaN, so a position read before it is written or cleared would show."""
+    from core.sampling import decoder
+
+    monkeypatch.setattr(decoder, "_FULL_READ_SHARE", 99.0 if read == "views" else 0.0)
+    fresh = decoder.DecoderCache._allocate
+    monkeypatch.setattr(decoder.DecoderCache, "_allocate",
+                        lambda self, rows, cap: tuple([b.fill_(float("nan")) for b in bufs]
+                                                      for bufs in fresh(self, rows, cap)))
     model = _model(kind, kv_heads)
     assert supports(model)
     gen = torch.Generator().manual_seed(1)
@@ -62,7 +72,8 @@ def test_decoder_logits_equal_transformers(kind, kv_heads) -> None:
         assert ours.get_seq_length() == ref.get_seq_length() == 9 + 8 and ours.capacity > 12
         # a fork of rows [2, 0] feeding a 3-token cue, left-padded for row 0
         rows = torch.tensor([2, 0])
-        fork = select_rows(ours, rows, room=2, arena=[])
+        arena = [torch.full((4096,), float("nan")) for _ in range(2 * len(dec.layers))]
+        fork = select_rows(ours, rows, room=2, arena=arena)
         ref_fork = DynamicCache()
         for i, layer in enumerate(ref.layers):
             ref_fork.update(layer.keys[rows], layer.values[rows], i)
