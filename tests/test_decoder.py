@@ -87,6 +87,29 @@ def test_decoder_logits_equal_transformers(kind, kv_heads, read, monkeypatch) ->
         assert ours.get_seq_length() == 17 and fork.get_seq_length() == 20  # the source is unchanged
 
 
+def test_cpu_buffers_grow_in_steps_and_shrink_on_drops() -> None:
+    """On the CPU a cache made for 100 positions starts at the prompt plus `grow_step`, grows
+    by that step, and a drop shrinks its room back; the logits do not depend on it (the test
+    above compares them with transformers')."""
+    model = _model("qwen2")
+    dec = Decoder(model)
+    cache = dec.cache(100)
+    ids = torch.randint(3, 64, (3, 9))
+    mask = torch.ones_like(ids)
+    pos = torch.arange(9).expand(3, 9)
+    step = cache.grow_step
+    with torch.no_grad():
+        dec.forward(cache, ids, pos, mask)
+        assert cache.capacity == 9 + step
+        for t in range(step + 1):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            dec.forward(cache, ids[:, :1], torch.full((3, 1), 9 + t), mask)
+        assert cache.n == 10 + step and cache.capacity == min(100, cache.n + step)
+        cache.batch_select_indices(torch.tensor([0, 2]))
+        assert cache.capacity == min(100, cache.n + step) and len(cache.keys[0]) == 2
+        assert Decoder(model).cache(100).capacity == 0  # sized by its first pass
+
+
 def test_sampler_output_with_and_without_the_decoder() -> None:
     """Greedy generations through the decoder equal those through the model's forward, with
     the same log-probs."""
