@@ -179,3 +179,17 @@ def test_passes_split_the_batch_without_changing_the_gradient(tiny_model_dir, pa
     for passes in (one, split):
         trainer.update(batch, old, adv, passes)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+@pytest.mark.slow
+def test_rl_step_benchmark_interleaves_the_trainers(capsys) -> None:
+    """`python -m lab.bench.rl_step` at toy size (needs TRL, the `bench` extra): each trainer
+    times its own steps (the warm-ups left out), and the last line is the JSON the issue asks for."""
+    pytest.importorskip("trl")
+    from lab.bench import rl_step
+
+    out = rl_step.main(["--steps", "2", "--prompts", "2", "--k", "2", "--max-new-tokens", "8", "--random-init",
+                       "--trl-pass-rows", "0"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == out and last["ratio"] == pytest.approx(last["ours_samples_per_s"] / last["trl_samples_per_s"], rel=0.01)
+    assert last["ours_samples_per_s"] > 0 and last["trl_samples_per_s"] > 0 and last["steps"] == 2

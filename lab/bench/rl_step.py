@@ -10,10 +10,11 @@ whose responses end at varied lengths). Without an SFT run, or with --random-ini
 randomly initialised embedded model is used: its responses never end, every sample runs to the
 token limit, the worst case for this trainer (it gains nothing from dropping finished rows).
 
-Both trainers run in this one process, one after the other (ours first), on the same CPU
-threads (`--threads`, default torch's; on a shared machine 1 thread avoids the stalls of
-two threads competing for busy cores), and each does one untimed warm-up step and then
-`--steps` timed steps. A step is one generation batch and one optimizer step: `prompts`
+Both trainers run in this one process on the same CPU threads (`--threads`, default torch's),
+step by step in turn: one step of ours follows each TRL step (a TRL callback runs it), so
+load from other jobs that comes and goes during the run slows both alike. Each does one untimed
+warm-up step and then `--steps` timed steps; TRL's time runs from the end of its warm-up step
+to the end of its last step, less the steps of ours in between. A step is one generation batch and one optimizer step: `prompts`
 prompts x K samples, rewarded, then one forward/backward pass over all prompts * K sequences. Samples per second is
 steps * prompts * K / wall seconds of the timed steps; the same per CPU second of this process
 (`time.process_time`) is reported too, as it moves much less when other jobs share the cores.
@@ -132,43 +133,56 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def bench_ours(model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace) -> Result:
-    """One warm-up step, then `args.steps` timed `Trainer.step()` calls."""
-    from core.config import RLConfig
-    from core.rl.loop import Trainer
-    from core.sampling.hf import HFSampler
+class Ours:
+    """This lab's trainer, stepped from the TRL run's callback (see `bench`)."""
 
-    torch.manual_seed(SEED)
-    policy, tok = load(model_dir, args.device)
-    batch = args.prompts * args.k
-    cfg = RLConfig(
-        steps=args.steps + 1, prompts_per_step=args.prompts, num_generations=args.k,
-        temperature=TEMPERATURE, max_new_tokens=args.max_new_tokens, lr=LR, warmup_steps=WARMUP_STEPS,
-        micro_batch_size=batch, pass_tokens=args.pass_tokens, bf16_autocast=not args.fp32, entropy_coef=ENTROPY_COEF,
-        beta=BETA, anchor="ema", anchor_rate=ANCHOR_RATE, penalize_overlong=False,
-        penalize_repetition=False, penalize_garbled=False, seed=SEED,
-    )
-    cfg.validate()
-    trainer = Trainer(policy, tok, HFSampler(policy, tok), task, problems, cfg)
-    trainer.step()  # warm-up, not timed
-    lengths, rewards = [], []
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        metrics, _ = trainer.step()
-        lengths.append(metrics["rollout/len_mean"])
-        rewards.append(metrics["reward/mean"])
-    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return Result("ours (core.rl.loop.Trainer)", seconds, cpu_seconds, args.steps * batch, _mean(lengths),
-                  _mean(rewards))
+    def __init__(self, model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace) -> None:
+        from core.config import RLConfig
+        from core.rl.loop import Trainer
+        from core.sampling.hf import HFSampler
+
+        torch.manual_seed(SEED)
+        policy, tok = load(model_dir, args.device)
+        self.batch = args.prompts * args.k
+        cfg = RLConfig(
+            steps=args.steps + 1, prompts_per_step=args.prompts, num_generations=args.k,
+            temperature=TEMPERATURE, max_new_tokens=args.max_new_tokens, lr=LR, warmup_steps=WARMUP_STEPS,
+            micro_batch_size=self.batch, pass_tokens=args.pass_tokens, bf16_autocast=not args.fp32,
+            entropy_coef=ENTROPY_COEF, beta=BETA, anchor="ema", anchor_rate=ANCHOR_RATE, penalize_overlong=False,
+            penalize_repetition=False, penalize_garbled=False, seed=SEED,
+        )
+        cfg.validate()
+        self.trainer = Trainer(policy, tok, HFSampler(policy, tok), task, problems, cfg)
+        self.sync = args.device != "cpu"
+        self.times: list[tuple[float, float]] = []  # (wall, CPU) seconds of each step, warm-up first
+        self.lengths: list[float] = []
+        self.rewards: list[float] = []
+
+    def step(self) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        metrics, _ = self.trainer.step()
+        if self.sync:
+            torch.cuda.synchronize()
+        self.times.append((time.perf_counter() - t0, time.process_time() - c0))
+        self.lengths.append(metrics["rollout/len_mean"])
+        self.rewards.append(metrics["reward/mean"])
+
+    def result(self) -> Result:
+        timed = self.times[1:]
+        return Result("ours (core.rl.loop.Trainer)", sum(t for t, _ in timed), sum(c for _, c in timed),
+                      len(timed) * self.batch, _mean(self.lengths[1:]), _mean(self.rewards[1:]))
 
 
-def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace,
-              out_dir: str) -> Result:
-    """`GRPOTrainer.train()` for 1 + `args.steps` steps; the clock starts at the end of step 1."""
+def bench(model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace,
+          out_dir: str) -> tuple[Result, Result]:
+    """`GRPOTrainer.train()` for 1 + `args.steps` steps, with one step of ours after each of its
+    steps (a callback): T0 O0 T1 O1 ... TN ON, where T0 and O0 are the untimed warm-ups. TRL's
+    time is from the end of T0 to the end of TN less the steps of ours in between."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    ours = Ours(model_dir, task, problems, args)
     torch.manual_seed(SEED)
     policy, tok = load(model_dir, args.device)
     batch = args.prompts * args.k
@@ -202,7 +216,8 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
     trainer.remove_callback(PrinterCallback)  # it would print the end-of-training log to stdout
 
     class Clock(TrainerCallback):
-        """Wall time at the end of every optimizer step, and the step's rollout figures."""
+        """The clock at the end of every TRL optimizer step and that step's rollout figures; then
+        one step of ours."""
 
         def __init__(self) -> None:
             self.ends: list[float] = []
@@ -220,15 +235,19 @@ def bench_trl(model_dir: str, task: PairSumTask, problems: list[Problem], args: 
                 self.lengths.append(metrics["completions/mean_length"][-1])
             if metrics.get("reward"):
                 self.rewards.append(metrics["reward"][-1])
+            ours.step()
 
     clock = Clock()
     trainer.add_callback(clock)  # last, so the ref-model sync of each step is inside its time
     trainer.train()
     if len(clock.ends) != args.steps + 1:
         raise RuntimeError(f"TRL ran {len(clock.ends)} steps, expected {args.steps + 1}")
-    seconds, cpu_seconds = clock.ends[-1] - clock.ends[0], clock.cpu_ends[-1] - clock.cpu_ends[0]
-    return Result(f"TRL {_trl_version()} GRPOTrainer", seconds, cpu_seconds, args.steps * batch,
-                  _mean(clock.lengths[1:]), _mean(clock.rewards[1:]))
+    inside = ours.times[:-1]  # ours ran between TRL's first and last step ends
+    seconds = clock.ends[-1] - clock.ends[0] - sum(t for t, _ in inside)
+    cpu_seconds = clock.cpu_ends[-1] - clock.cpu_ends[0] - sum(c for _, c in inside)
+    theirs = Result(f"TRL {_trl_version()} GRPOTrainer", seconds, cpu_seconds, args.steps * batch,
+                    _mean(clock.lengths[1:]), _mean(clock.rewards[1:]))
+    return ours.result(), theirs
 
 
 def _trl_version() -> str:
@@ -295,8 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{args.max_new_tokens} tokens, temperature {TEMPERATURE}, "
               f"{'fp32' if args.fp32 else 'bf16 autocast'}, {args.steps} timed steps each, "
               f"1-min load average {os.getloadavg()[0]:.2f} at start", flush=True)
-        ours = bench_ours(model_dir, task, problems, args)
-        theirs = bench_trl(model_dir, task, problems, args, str(Path(tmp) / "trl"))
+        ours, theirs = bench(model_dir, task, problems, args, str(Path(tmp) / "trl"))
     print(table([ours, theirs]))
     out = {
         "ours_samples_per_s": round(ours.samples_per_s, 3),
