@@ -27,7 +27,7 @@ from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
 from core.evaluate import parallel_scaling, wilson_interval
-from core.sampling.base import Sampler, derive_seed, encode_prompts
+from core.sampling.base import Sampler, decode_text, derive_seed, encode_prompts
 from core.tasks.base import Task
 from core.types import Completion, CurvePoint, Problem
 
@@ -222,7 +222,7 @@ def extend_with_wait(sampler: Sampler, task: Task, prompts: list[list[int]],
         cont = g[0]
         finish = "stop" if cont.finish_reason == "stop" and len(cont.token_ids) <= room else "length"
         full = tuple(head + list(cont.token_ids[:room]))
-        out[i][j] = Completion(tok.decode(list(full), skip_special_tokens=True), full, finish,
+        out[i][j] = Completion(decode_text(tok, full), full, finish,
                                prompt_index=i, sample_index=j)
     return out
 
@@ -240,7 +240,7 @@ def budget_rows(task: Task, problems: Sequence[Problem], sweep: Sweep, budget: i
                 head = list(c.token_ids[:budget])
                 cue_ids = sweep.cue.after(tokenizer, head)
                 ids = head + list(cue_ids) + list(ans.token_ids)
-                texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+                texts.append(decode_text(tokenizer, ids))
                 used.append(len(ids))
             else:
                 texts.append(c.text)

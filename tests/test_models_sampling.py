@@ -266,3 +266,16 @@ def test_finished_rows_kept_in_the_batch_change_nothing(monkeypatch) -> None:
     assert all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5) for a, b in zip(eager_lp, lazy_lp))
     assert len({len(g) for g in eager}) > 2  # rows ended at different steps
     assert eager_drops and not lazy_drops  # ... and were kept in the batch until all ended
+
+
+@pytest.mark.parametrize("kind", ["embedded", "byte-level-bpe"])
+def test_decode_text_equals_the_tokenizers_decode(kind) -> None:
+    """`decode_text` (transformers' decoding without its per-id input conversion) gives what
+    `tokenizer.decode(ids, skip_special_tokens=True)` does, special tokens and all."""
+    from core.sampling.base import decode_text
+
+    tok = build_tokenizer() if kind == "embedded" else _byte_level_bpe()
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.randint(0, len(tok), (50, 12), generator=gen).tolist() + [[], [tok.eos_token_id]]
+    assert [decode_text(tok, r) for r in rows] == [tok.decode(r, skip_special_tokens=True) for r in rows]
+    assert decode_text(tok, tuple(rows[0])) == tok.decode(rows[0], skip_special_tokens=True)

@@ -42,6 +42,19 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
+def decode_text(tokenizer: Any, ids: Sequence[int]) -> str:
+    """`tokenizer.decode(ids, skip_special_tokens=True)` for token ids that are Python ints.
+
+    transformers' `decode` first converts its input element by element (`to_py_obj`: an
+    isinstance check per id), which cost more than the decoding itself: 0.11 of 0.15 s over the
+    ~5,000 decodes of a 500-problem budget sweep. Its `_decode`, which it then calls, does the
+    rest; a tokenizer without one goes through `decode`."""
+    inner = getattr(tokenizer, "_decode", None)
+    if inner is None:
+        return tokenizer.decode(list(ids), skip_special_tokens=True)
+    return inner(list(ids), skip_special_tokens=True)
+
+
 def tokens_containing(tokenizer: Any, stops: Sequence[str]) -> list[bool]:
     """Per token id of `tokenizer`: whether the token's text alone contains a stop string."""
     texts = tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)

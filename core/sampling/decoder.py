@@ -270,11 +270,13 @@ class DecoderCache:
         new = self.select(rows, (self._fit(self.n) if self.limit else self.capacity) - self.n)
         self.keys, self.values, self.capacity, self.clean = new.keys, new.values, new.capacity, False
 
-    def select(self, rows: torch.Tensor, room: int, arena: list[torch.Tensor] | None = None) -> DecoderCache:
+    def select(self, rows: torch.Tensor, room: int, arena: list[torch.Tensor] | None = None,
+               limit: int = 0) -> DecoderCache:
         """A new cache of rows `rows`, their n filled positions and room for `room` more; this
         cache is unchanged. With `arena` (flat buffers reused from call to call, grown as
         needed) the new cache lives in them: drop it before the next call with the same arena.
-        Fresh memory costs page faults on every call."""
+        Fresh memory costs page faults on every call. `limit`: when this cache grows in steps
+        (on the CPU), the positions the new one may grow to that way (0: double when full)."""
         d, n = self.decoder, self.n
         capacity = n + room
         shape = (len(rows), d.kv_heads, capacity, d.head_dim)
@@ -288,7 +290,7 @@ class DecoderCache:
                 if buf.numel() < numel or buf.dtype != ref.dtype or buf.device != ref.device:
                     arena[j] = ref.new_empty(numel)
             buffers = [arena[j][:numel].view(shape) for j in range(2 * len(self.keys))]
-        out = DecoderCache(d, capacity, buffers)
+        out = DecoderCache(d, capacity, buffers, limit=limit if self.limit else 0)
         if buffers is None:
             out.keys, out.values = out._allocate(len(rows), capacity)
         for src, dst in zip(self.keys + self.values, out.keys + out.values):

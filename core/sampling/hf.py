@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
-from core.sampling.base import tokens_containing
+from core.sampling.base import decode_text, tokens_containing
 from core.sampling.decoder import Decoder, DecoderCache, supports
 from core.types import Completion
 
@@ -142,7 +142,7 @@ class HFSampler:
         if self.eos_id in gen:
             gen = gen[: gen.index(self.eos_id) + 1]
             finish = "stop"
-        text = self.tokenizer.decode(gen, skip_special_tokens=True)
+        text = decode_text(self.tokenizer, gen)
         for stop in params.stop:
             cut = text.find(stop)
             if cut >= 0:
@@ -265,7 +265,7 @@ class HFSampler:
             return table[nxt.clamp(max=len(table) - 1)] & (nxt < len(table))
         hits = []
         for r in live.tolist():
-            tail = self.tokenizer.decode(generated[r][-16:], skip_special_tokens=True)
+            tail = decode_text(self.tokenizer, generated[r][-16:])
             hits.append(any(s in tail for s in stops))
         return torch.tensor(hits, device=live.device)
 
@@ -279,9 +279,9 @@ class HFSampler:
 
 def _trim_to_text(tokenizer: Any, gen: list[int], text: str) -> list[int]:
     """The shortest prefix of `gen` whose decoding covers `text`."""
-    if len(gen) > 1 and len(tokenizer.decode(gen[:-1], skip_special_tokens=True)) < len(text):
+    if len(gen) > 1 and len(decode_text(tokenizer, gen[:-1])) < len(text):
         return gen  # the usual case, a stop in the last token: one decode instead of one per token
     for k in range(1, len(gen) + 1):
-        if len(tokenizer.decode(gen[:k], skip_special_tokens=True)) >= len(text):
+        if len(decode_text(tokenizer, gen[:k])) >= len(text):
             return gen[:k]
     return gen

@@ -27,6 +27,8 @@ from core.sampling.hf import DecodeState, HFSampler
 from core.sampling.kv_cache import select_rows
 from core.types import Completion
 
+# positions for the answer in a fork's first KV buffers (more are added when an answer runs on)
+FORK_ROOM = 8
 # (tokens generated so far by one row, budget) -> the cue ids (at least one) to append to its
 # first `budget` tokens to force an answer, or None (no fork)
 ForkPlan = Callable[[list[int], int], Sequence[int] | None]
@@ -61,7 +63,11 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
         step_ids, step_pos, mask = cue_ids, pos0 - 1 + cue_mask.cumsum(dim=1), mask[:, :-1]
     mask = torch.cat([mask, cue_mask], dim=1)
     live = torch.arange(len(rows), device=dev)
-    cache = select_rows(st.cache, idx, room=step_ids.shape[1] + answer_tokens, arena=arena)
+    # room for the few tokens most answers take; a cache that grows in steps (the direct
+    # decoder's on the CPU) reads fewer unfilled positions, and grows for longer answers
+    room, n = step_ids.shape[1], st.cache.get_seq_length()
+    cache = select_rows(st.cache, idx, room=room + min(answer_tokens, FORK_ROOM), arena=arena,
+                        limit=n + room + answer_tokens)
     return DecodeState(0, cache, mask, step_ids, step_pos, live, [[] for _ in rows])
 
 
