@@ -73,7 +73,7 @@ def test_decoder_logits_equal_transformers(kind, kv_heads, read, monkeypatch) ->
         # a fork of rows [2, 0] feeding a 3-token cue, left-padded for row 0
         rows = torch.tensor([2, 0])
         arena = [torch.full((4096,), float("nan")) for _ in range(2 * len(dec.layers))]
-        fork = select_rows(ours, rows, room=2, arena=arena)
+        fork = select_rows(ours, rows, room=2, arena=arena, limit=17 + 5)  # grows in steps, as forks do
         ref_fork = DynamicCache()
         for i, layer in enumerate(ref.layers):
             ref_fork.update(layer.keys[rows], layer.values[rows], i)

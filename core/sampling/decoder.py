@@ -11,10 +11,11 @@ step. This module runs the same arithmetic with plain torch ops on the model's o
 * keys and values written in place into buffers with room for the whole generation; the
   attention reads views of the filled part (no copy: the matrix products take strided views);
 * the rotary tables computed once per step for all layers;
-* a decode step's attention reads the whole buffers (unfilled positions zeroed and masked) once
-  the filled part is at least 40% of them: torch multiplies a batch of contiguous matrices
-  much faster than views of wider ones; on the CPU the buffers grow in steps of 32 positions
-  (or a quarter), so such a read covers few unfilled ones. Measured on 2 CPU threads, same
+* on the CPU, a decode step's attention reads the whole buffers (unfilled positions zeroed and
+  masked) once the filled part is at least 40% of them: torch multiplies a batch of contiguous
+  matrices much faster there than views of wider ones; and the buffers grow in steps of 32
+  positions (or a quarter), so such a read covers few unfilled ones. (Not measured on GPUs,
+  whose buffers keep the whole room from the start and are read as views.) Measured on 2 CPU threads, same
   tokens out: whole reads made a 500-row budget sweep's generation 6% and the sweep 13%
   faster; growing in steps then made the generation 7% and the sweep 16% faster, and the RL
   loop's sampling (128 rows) 13%.
@@ -143,7 +144,8 @@ class Decoder:
         sin = (emb.sin() * self.rope_scale).to(x.dtype).unsqueeze(1)
         low = torch.finfo(x.dtype).min  # finite, as transformers: a padding query stays finite
         sdpa = q > _SDPA_MIN_QUERIES
-        full = not sdpa and m >= _FULL_READ_SHARE * cache.capacity
+        # on the CPU only (caches that grow in steps), where it was measured
+        full = not sdpa and cache.limit > 0 and m >= _FULL_READ_SHARE * cache.capacity
         if full:
             cache.clear_unfilled(r)
         if not sdpa:  # a decode step or a short fed cue: an additive mask [R, 1, 1, q, span]
