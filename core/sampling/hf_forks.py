@@ -37,7 +37,8 @@ Forks = dict[int, dict[tuple[int, int], Completion]]
 
 
 def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad_id: int,
-                answer_tokens: int, pending: bool, arena: list[torch.Tensor] | None = None) -> DecodeState:
+                answer_tokens: int, pending: bool, arena: list[torch.Tensor] | None = None,
+                spare: list[torch.Tensor] | None = None) -> DecodeState:
     """The state that feeds, for live row rows[k], cues[k]: after the pending token when
     `pending`, or instead of it (the fork then continues from the tokens already in the cache,
     one fewer than `st.t`).
@@ -67,7 +68,7 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
     # decoder's on the CPU) reads fewer unfilled positions, and grows for longer answers
     room, n = step_ids.shape[1], st.cache.get_seq_length()
     cache = select_rows(st.cache, idx, room=room + min(answer_tokens, FORK_ROOM), arena=arena,
-                        limit=n + room + answer_tokens)
+                        limit=n + room + answer_tokens, spare=spare)
     return DecodeState(0, cache, mask, step_ids, step_pos, live, [[] for _ in rows])
 
 
@@ -99,7 +100,10 @@ def generate_forked(
     answer_gen = torch.Generator(device=sampler.device).manual_seed(answer_seed)
     budgets, top = set(fork_at), params.max_new_tokens
     lookahead = not params.stop
-    arena: list[torch.Tensor] = []  # the forks' KV buffers, reused: one fork is decoded at a time
+    # the forks' KV buffers, reused: one fork is decoded at a time; and the memory its cache
+    # copies the rows that go on into when most have ended (fresh memory costs page faults)
+    arena: list[torch.Tensor] = []
+    spare: list[torch.Tensor] = []
 
     def _due(t: int) -> list[tuple[int, bool]]:
         """(budget, pending?) of the forks due when `t` tokens are generated. Budget B is forked
@@ -124,7 +128,7 @@ def generate_forked(
                 cues.append(cue)
         if not ks:
             return
-        state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending, arena)
+        state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending, arena, spare)
         answers = sampler._decode([], answer_params, answer_gen, start=state)
         for k, ans in zip(ks, answers):
             i, j = chunk[int(st.live[k])]

@@ -114,7 +114,8 @@ class GrowingCache(DynamicCache):
 
 
 def select_rows(cache: Any, rows: torch.Tensor, room: int,
-                arena: list[torch.Tensor] | None = None, limit: int = 0) -> GrowingCache | DecoderCache:
+                arena: list[torch.Tensor] | None = None, limit: int = 0,
+                spare: list[torch.Tensor] | None = None) -> GrowingCache | DecoderCache:
     """A new cache holding rows `rows` (batch dim) of every layer of `cache`, with room for `room`
     more positions; `cache` (a `GrowingCache` or a `DynamicCache`) is unchanged.
 
@@ -122,9 +123,10 @@ def select_rows(cache: Any, rows: torch.Tensor, room: int,
     the new cache then lives in them, so it must be dropped before the next call with the same
     arena. Fresh memory costs page faults on every call (measured: ~1/3 of the copy's time).
     A `DecoderCache` (the direct decoder's) gives a `DecoderCache`, which on the CPU may grow in
-    steps up to `limit` positions (see `DecoderCache.select`)."""
+    steps up to `limit` positions and copy into `spare` when it drops rows (see
+    `DecoderCache.select`)."""
     if isinstance(cache, DecoderCache):
-        return cache.select(rows, room, arena, limit)
+        return cache.select(rows, room, arena, limit, spare)
     out = GrowingCache()
     for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values
