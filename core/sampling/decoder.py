@@ -8,17 +8,17 @@ step. This module runs the same arithmetic with plain torch ops on the model's o
 * the q/k/v projections fused into one matrix product (a copy of those weights per `Decoder`;
   fusing gate/up too measured no faster on the embedded model and would copy 2/3 of a large
   model's weights);
-* keys and values written in place into buffers with room for the whole generation; the
-  attention reads views of the filled part (no copy: the matrix products take strided views);
+* keys and values written in place into buffers; the attention reads views of the filled part
+  (the matrix products take strided views), or on the CPU the whole buffers (below);
 * the rotary tables computed once per step for all layers;
-* on the CPU, a decode step's attention reads the whole buffers (unfilled positions zeroed and
-  masked) once the filled part is at least 40% of them: torch multiplies a batch of contiguous
-  matrices much faster there than views of wider ones; and the buffers grow in steps of 32
-  positions (or a quarter), so such a read covers few unfilled ones. (Not measured on GPUs,
-  whose buffers keep the whole room from the start and are read as views.) Measured on 2 CPU threads, same
-  tokens out: whole reads made a 500-row budget sweep's generation 6% and the sweep 13%
-  faster; growing in steps then made the generation 7% and the sweep 16% faster, and the RL
-  loop's sampling (128 rows) 13%.
+* on the CPU, buffers that grow in steps of 32 positions (or a quarter) and a decode step whose
+  attention reads them whole (unfilled positions zeroed and masked) once the filled part is at
+  least 40% of them: torch multiplies a batch of contiguous matrices much faster there than
+  views of wider ones. Drops and growth copy into the cache's spare memory, not fresh pages.
+  Elsewhere (GPUs, not measured) the buffers have the whole room from the start and are read
+  as views. Measured on 2 CPU threads, same tokens out: whole reads made a 500-row budget
+  sweep's generation 6% and the sweep 13% faster; growing in steps then made the generation 7%
+  and the sweep 16% faster, and the RL loop's sampling (128 rows) 13%.
 
 It covers the architectures whose decoder layer is exactly: RMSNorm -> attention with rotary
 embeddings (default rope, optional q/k/v bias, grouped KV heads, no sliding window) -> residual
@@ -26,11 +26,10 @@ embeddings (default rope, optional q/k/v bias, grouped KV heads, no sliding wind
 (other architectures, rope scaling, PEFT adapters, quantised weights) goes through transformers.
 A test compares the logits with transformers' for prompts of different lengths.
 
-Measured (`python -m lab.bench.decoder`, tokens/s against the model's forward): embedded model,
-2 CPU threads, 1.07x (per decode step at 1 / 128 rows: 0.76 / 8.0 ms against 1.47 / 11.1 ms);
-H100, 512 rows, bf16: embedded model 1.25x and 1.32x, a 98M Qwen2 1.21x and 1.14x (two
-machines; an earlier variant that also fused gate/up: 1.24x / 1.12x in bf16, 1.29x / 1.81x in
-fp32). In the RL loop on CPU sampling was 2-7% faster, the budget sweep's generation 9%.
+Measured (`python -m lab.bench.decoder`, tokens/s against the model's forward, 512 rows x 128
+tokens): 2 CPU threads, fp32, the SFT'd embedded model 1.76x (28,600 against 16,300 tokens/s;
+the version that read views of full-size buffers gave 1.21x in the same session), the random
+one 1.91x; H100, bf16: embedded model 1.25-1.32x, a 98M Qwen2 1.05-1.21x (three machines).
 """
 
 from __future__ import annotations
