@@ -14,10 +14,11 @@ Both trainers run in this one process on the same CPU threads (`--threads`, defa
 step by step in turn: one step of ours follows each TRL step (a TRL callback runs it), so
 load from other jobs that comes and goes during the run slows both alike. Each does one untimed
 warm-up step and then `--steps` timed steps; TRL's time runs from the end of its warm-up step
-to the end of its last step, less the steps of ours in between. A step is one generation batch and one optimizer step: `prompts`
-prompts x K samples, rewarded, then one forward/backward pass over all prompts * K sequences. Samples per second is
-steps * prompts * K / wall seconds of the timed steps; the same per CPU second of this process
-(`time.process_time`) is reported too, as it moves much less when other jobs share the cores.
+to the end of its last step, less the steps of ours in between. A step is one generation batch
+and one optimizer step: `prompts` prompts x K samples, rewarded, then forward/backward passes
+over all prompts * K sequences. Samples per second is steps * prompts * K / wall seconds of the
+timed steps; the same per CPU second of this process (`time.process_time`) is reported too, as
+it moves much less when other jobs share the cores.
 
 Held equal:
   * weights: the SFT checkpoint, `--model PATH`, or the embedded tiny Qwen2 (`build_tiny_model()`,
