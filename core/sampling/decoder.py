@@ -42,7 +42,7 @@ import torch.nn.functional as F
 _TYPES = ("qwen2", "llama")
 # passes feeding more tokens than this per row (prefills) attend through SDPA, which builds no
 # [R, H, q, m] score tensor; shorter ones (decode steps, the forks' answer cues) through two
-# matrix products over the cache views, as the decoder was first measured
+# matrix products over the cache (its views, or on the CPU its whole buffers)
 _SDPA_MIN_QUERIES = 8
 # the matrix products of a decode step read the whole buffers (positions past the filled ones
 # are zero and masked out) once the filled part is at least this share of them: a batch of
@@ -256,15 +256,9 @@ class DecoderCache:
 
     def grow(self, capacity: int) -> None:
         """Room for `capacity` positions (a copy of the filled part)."""
-        if self.keys and self.limit:
+        if self.keys:
             rows = torch.arange(len(self.keys[0]), device=self.keys[0].device)
-            self._replace(self.select(rows, capacity - self.n, self._spare))
-        elif self.keys:
-            n = self.n
-            keys, values = self._allocate(len(self.keys[0]), capacity)
-            for new, old in zip(keys + values, self.keys + self.values):
-                new[:, :, :n].copy_(old[:, :, :n])
-            self.keys, self.values = keys, values
+            self._replace(self.select(rows, capacity - self.n, self._spare if self.limit else None))
         self.capacity, self.clean = capacity, False
 
     def _replace(self, new: DecoderCache) -> None:

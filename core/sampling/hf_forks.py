@@ -66,9 +66,9 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
     live = torch.arange(len(rows), device=dev)
     # room for the few tokens most answers take; a cache that grows in steps (the direct
     # decoder's on the CPU) reads fewer unfilled positions, and grows for longer answers
-    room, n = step_ids.shape[1], st.cache.get_seq_length()
-    cache = select_rows(st.cache, idx, room=room + min(answer_tokens, FORK_ROOM), arena=arena,
-                        limit=n + room + answer_tokens, spare=spare)
+    fed, n = step_ids.shape[1], st.cache.get_seq_length()
+    cache = select_rows(st.cache, idx, room=fed + min(answer_tokens, FORK_ROOM), arena=arena,
+                        limit=n + fed + answer_tokens, spare=spare)
     return DecodeState(0, cache, mask, step_ids, step_pos, live, [[] for _ in rows])
 
 
