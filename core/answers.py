@@ -46,13 +46,13 @@ def extract_boxed(text: str) -> str | None:
     is returned; None when there is no closed box at all. The scan is linear in the text.
     """
     for match in reversed(list(_BOX_RE.finditer(text))):
-        end = _matching_brace(text, match.end() - 1)
+        end = matching_brace(text, match.end() - 1)
         if end is not None:
             return text[match.end() : end].strip()
     return None
 
 
-def _matching_brace(text: str, open_at: int) -> int | None:
+def matching_brace(text: str, open_at: int) -> int | None:
     """Index of the `}` closing the `{` at `open_at`, or None if it never closes."""
     depth = 0
     i = open_at

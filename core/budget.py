@@ -11,6 +11,10 @@ is cut after B tokens and the final answer obtained in one of two ways:
 * ``summarizer`` (the paper's way): another model reads the problem and the cut reasoning and
   writes the answer (its own tokenizer, so this path decodes and re-encodes text).
 
+Either answer ends at the answer stop (a newline) or, with the task's own cue, where the task
+finds the answer settled (`Task.answer_end`: "a + b" and a delimiter, the box's closing brace),
+whichever comes first: the transformers backend stops decoding there, other backends are cut.
+
 The reasoning of a response is everything before its own answer cue. A response whose
 reasoning fits in B tokens keeps its own answer at B (not truncated). Optional s1 extension:
 a response that ended before the largest budget gets the wait cue appended and continues.
@@ -23,11 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from core.config import BudgetConfig, SamplingConfig
 from core.evaluate import parallel_scaling, wilson_interval
-from core.sampling.base import Sampler, decode_text, derive_seed, encode_prompts
+from core.sampling.base import AnswerEnd, Sampler, decode_text, derive_seed, encode_prompts, settle
 from core.tasks.base import Task
 from core.types import Completion, CurvePoint, Problem
 
@@ -123,6 +127,7 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
     seed = derive_seed(cfg.seed, "budget")
     answer_seed = derive_seed(cfg.seed, "budget", "answer")
     eos = getattr(tok, "eos_token_id", None)
+    until = answer_end(task, cue)
     fast = fork and cfg.mode == "forced" and cfg.extend_wait == 0 and _is_hf(sampler)
     if fast:
         from core.sampling.hf_forks import generate_forked
@@ -133,7 +138,7 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
 
         groups, answers = generate_forked(
             sampler, prompts, params, seed, cfg.num_samples, cfg.budgets, plan,  # type: ignore[arg-type]
-            _answer_params(cfg), answer_seed, progress)
+            _answer_params(cfg), answer_seed, progress, until)
         # a fork taken before the response's next token was known may turn out unneeded
         for b, got in answers.items():
             answers[b] = {(i, j): a for (i, j), a in got.items()
@@ -147,10 +152,11 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
         cut = [(i, j) for i, g in enumerate(groups) for j, c in enumerate(g)
                if truncated_at(reasoning_length(c, cue.core, eos), b)]
         if cfg.mode == "forced":
-            answers[b] = _force(sampler, prompts, groups, cut, b, cue, _answer_params(cfg), answer_seed)
+            answers[b] = _force(sampler, prompts, groups, cut, b, cue, _answer_params(cfg), answer_seed, until)
         else:
             assert summarizer is not None, "mode=summarizer needs a summarizer sampler"
-            answers[b] = _summarize(summarizer, tok, task, problems, groups, cut, b, cue.text, cfg, answer_seed)
+            answers[b] = _summarize(summarizer, tok, task, problems, groups, cut, b, cue.text, cfg, answer_seed,
+                                    until)
     return Sweep(groups, answers, cue)
 
 
@@ -160,9 +166,29 @@ def _is_hf(sampler: Sampler) -> bool:
     return isinstance(sampler, HFSampler)
 
 
+def answer_end(task: Task, cue: Cue) -> AnswerEnd | None:
+    """The task's rule for where a forced answer is settled (`Task.answer_end`), when the cue
+    is the task's own: a rule written for its cue would misread the answer after another one."""
+    end = getattr(task, "answer_end", None)
+    return end if end is not None and cue.text == task.answer_cue() else None
+
+
+def _answers(sampler: Sampler, inputs: list[list[int]], params: SamplingConfig, seed: int,
+             until: AnswerEnd | None) -> list[Completion]:
+    """One answer continuation per input, cut where `until` finds it settled (the transformers
+    backend also stops there; other backends generate to the stop string and are cut after)."""
+    if until is not None and _is_hf(sampler):
+        from core.sampling.hf import HFSampler
+
+        out = cast(HFSampler, sampler).generate(inputs, params, seed=seed, n=1, until=until)
+    else:
+        out = sampler.generate(inputs, params, seed=seed, n=1)
+    return [g[0] if until is None else settle(sampler.tokenizer, g[0], until) for g in out]
+
+
 def _force(sampler: Sampler, prompts: list[list[int]], groups: list[list[Completion]],
            cut: list[tuple[int, int]], budget: int, cue: Cue, params: SamplingConfig,
-           seed: int) -> Answers:
+           seed: int, until: AnswerEnd | None = None) -> Answers:
     """Forced answers over prompt + first `budget` tokens + cue, as token ids."""
     tok = sampler.tokenizer
     inputs = []
@@ -171,13 +197,12 @@ def _force(sampler: Sampler, prompts: list[list[int]], groups: list[list[Complet
         inputs.append(list(prompts[i]) + head + list(cue.after(tok, head)))
     if not inputs:
         return {}
-    out = sampler.generate(inputs, params, seed=derive_seed(seed, budget), n=1)
-    return {key: g[0] for key, g in zip(cut, out)}
+    return dict(zip(cut, _answers(sampler, inputs, params, derive_seed(seed, budget), until)))
 
 
 def _summarize(summarizer: Sampler, policy_tok: Any, task: Task, problems: Sequence[Problem],
                groups: list[list[Completion]], cut: list[tuple[int, int]], budget: int,
-               cue_text: str, cfg: BudgetConfig, seed: int) -> Answers:
+               cue_text: str, cfg: BudgetConfig, seed: int, until: AnswerEnd | None = None) -> Answers:
     """The summarizer reads problem + cut reasoning (as text) and continues after the cue."""
     if not cut:
         return {}
@@ -187,8 +212,8 @@ def _summarize(summarizer: Sampler, policy_tok: Any, task: Task, problems: Seque
         head = policy_tok.decode(list(groups[i][j].token_ids[:budget]), skip_special_tokens=True)
         sep = "" if head.endswith("\n") or cue_text.startswith("\n") else "\n"
         texts.append(task.render_prompt(problems[i], stok) + head + sep + cue_text)
-    out = summarizer.generate(encode_prompts(stok, texts), _answer_params(cfg), seed=derive_seed(seed, budget), n=1)
-    return {key: g[0] for key, g in zip(cut, out)}
+    out = _answers(summarizer, encode_prompts(stok, texts), _answer_params(cfg), derive_seed(seed, budget), until)
+    return dict(zip(cut, out))
 
 
 def extend_with_wait(sampler: Sampler, task: Task, prompts: list[list[int]],

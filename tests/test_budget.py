@@ -148,6 +148,7 @@ def test_kv_cache_forks_match_regenerating_each_prefix(peaked_sampler, pairsum_t
         assert forked.answers[b].keys() == plain.answers[b].keys()
         for key, ans in plain.answers[b].items():
             assert forked.answers[b][key].token_ids == ans.token_ids, (b, key)
+            assert pairsum_task.answer_end(ans.text) in (None, len(ans.text))  # ends where settled
 
 
 def test_curve_points_and_incremental_callback(peaked_sampler, pairsum_task) -> None:

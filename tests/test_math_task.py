@@ -290,3 +290,14 @@ def test_parse_trace() -> None:
     assert task.parse_trace("").steps == ()
     # Before the answer, "let me check" is a reflection, not a verification.
     assert task.parse_trace("Let me check the sum.").steps[0].kind == "reflection"
+
+
+def test_answer_end_is_the_brace_that_closes_the_box() -> None:
+    task = MathTask(str(SLICES["gsm8k"][0]))  # the cue opens a box: "...\\boxed{"
+    assert task.answer_cue().endswith("\\boxed{")
+    assert task.answer_end("42") is None
+    assert task.answer_end("42}. So") == 3
+    assert task.answer_end("\\frac{1}{2}} and more") == 12
+    assert task.answer_end("a \\} b} c") == 7  # an escaped brace does not close it
+    assert task.extract_prediction(task.answer_cue() + "\\frac{1}{2}} and \\boxed{3}") == "3"  # read whole ...
+    assert task.extract_prediction(task.answer_cue() + "\\frac{1}{2}}") == "\\frac{1}{2}"  # ... settled

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -279,3 +281,52 @@ def test_decode_text_equals_the_tokenizers_decode(kind) -> None:
     rows = torch.randint(0, len(tok), (50, 12), generator=gen).tolist() + [[], [tok.eos_token_id]]
     assert [decode_text(tok, r) for r in rows] == [tok.decode(r, skip_special_tokens=True) for r in rows]
     assert decode_text(tok, tuple(rows[0])) == tok.decode(rows[0], skip_special_tokens=True)
+
+
+def test_generation_ends_where_the_answer_is_settled() -> None:
+    """With `until`, a row stops on the token at which its answer is settled (fewer passes)
+    and is cut there; the tokens before are those of a run without it (greedy)."""
+    from core.models import TinySpec, build_tiny_model
+    from core.sampling.base import decode_text
+
+    model, tok = build_tiny_model(TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    with torch.no_grad():  # large random weights: greedy output varies with the context
+        for p in model.parameters():
+            p.mul_(8)
+    sampler = HFSampler(model, tok)
+    params = SamplingConfig(max_new_tokens=16, temperature=0.0)
+    prompts = _prompts(sampler, 8)
+
+    def until(text: str) -> int | None:  # settled once 12 characters are out; the answer: the first 5
+        return 5 if len(text) >= 12 else None
+
+    passes = []
+    forward = sampler._forward
+    sampler._forward = lambda *a: passes.append(1) or forward(*a)  # type: ignore[method-assign]
+    free = sampler.generate(prompts, params, seed=1)
+    n_free = len(passes)
+    cut = sampler.generate(prompts, params, seed=1, until=until)
+    assert len(passes) - n_free < n_free  # stopped early, not only cut afterwards
+    for (f,), (c,) in zip(free, cut):
+        if len(f.text) < 12:
+            assert c == f
+            continue
+        k = next(k for k in range(1, f.num_tokens + 1) if len(decode_text(tok, f.token_ids[:k])) >= 12)
+        assert c.text == f.text[:5] and c.finish_reason == "stop"
+        assert c.token_ids == f.token_ids[: len(c.token_ids)] and len(c.token_ids) <= k
+        assert len(decode_text(tok, c.token_ids)) >= 5 > len(decode_text(tok, c.token_ids[:-1]))
+        assert c.token_logprobs == f.token_logprobs[: len(c.token_ids)]
+
+
+def test_settle_cuts_text_ids_and_logprobs() -> None:
+    from core.sampling.base import settle
+    from core.types import Completion
+
+    tok = build_tokenizer()
+    ids = tuple(tok(" 13 + 15 = 28 ok\n", add_special_tokens=False)["input_ids"])
+    c = Completion(" 13 + 15 = 28 ok\n", ids, "stop", token_logprobs=tuple(-0.1 * k for k in range(len(ids))))
+    out = settle(tok, c, lambda s: 8)
+    assert out.text == " 13 + 15" and out.token_ids == ids[:3] and out.token_logprobs == c.token_logprobs[:3]
+    assert settle(tok, c, lambda s: None) == c
+    longer = replace(c, finish_reason="length")
+    assert settle(tok, longer, lambda s: len(s)).finish_reason == "stop"

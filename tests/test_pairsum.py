@@ -45,6 +45,22 @@ def test_verifier_exact(pairsum_task) -> None:
     assert pairsum_task.check_one(p, f"answer {a} + {wrong}\nanswer {a} + {b}").correct
 
 
+@pytest.mark.parametrize("answer, end", [
+    (" 13 + 15", None),  # b may go on ("150" with digit tokens)
+    (" 13 + 15 = 28 ok\n", 8),  # complete, delimited: settled after b
+    (" 13 + 15\n", 8),
+    ("", None), (" ", None), (" 13", None), (" 13 +", None), (" 13 + ", None), (" 1", None),
+    (" 13 + >", 7),  # no longer an answer: settled as it is (no answer)
+    (" larger", 7), ("\n", 1), (" 25 24", 6),
+])
+def test_answer_end_settles_complete_or_impossible_answers(pairsum_task, answer: str, end: int | None) -> None:
+    assert pairsum_task.answer_end(answer) == end
+    if end is not None:  # the verdict of the settled part is that of the whole text
+        p = pairsum_task.problems("heldout", 1)[0]
+        full = pairsum_task.answer_cue() + answer
+        assert pairsum_task.check_one(p, full) == pairsum_task.check_one(p, full[: len("answer") + end])
+
+
 def test_parse_trace_marks_slips_and_reflections(pairsum_task) -> None:
     text = (
         "try 11 + 25 = 37 = 37 ok\ncheck 25 + 11 = 36 no\nwait\n"

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from core.config import SamplingConfig
 from core.types import Completion
+
+# the text generated after an answer cue -> where the answer in it is settled (an index into
+# it), or None while more text could change it (see `core.tasks.base.Task.answer_end`)
+AnswerEnd = Callable[[str], int | None]
 
 
 def derive_seed(*parts: object) -> int:
@@ -59,3 +64,28 @@ def tokens_containing(tokenizer: Any, stops: Sequence[str]) -> list[bool]:
     """Per token id of `tokenizer`: whether the token's text alone contains a stop string."""
     texts = tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)
     return [any(s in text for s in stops) for text in texts]
+
+
+def trim_to_text(tokenizer: Any, gen: Sequence[int], text: str) -> list[int]:
+    """The shortest prefix of `gen` whose decoding covers `text` (a prefix of gen's text)."""
+    gen = list(gen)
+    if len(gen) > 1 and len(decode_text(tokenizer, gen[:-1])) < len(text):
+        return gen  # the usual case, a stop in the last token: one decode instead of one per token
+    for k in range(1, len(gen) + 1):
+        if len(decode_text(tokenizer, gen[:k])) >= len(text):
+            return gen[:k]
+    return gen
+
+
+def settle(tokenizer: Any, c: Completion, until: AnswerEnd) -> Completion:
+    """`c` (an answer continuation) cut where `until` says its answer is settled, with the
+    tokens that cover that text (and their log-probabilities); unchanged when it never is."""
+    end = until(c.text)
+    if end is None:
+        return c
+    if end >= len(c.text):
+        return c if c.finish_reason == "stop" else replace(c, finish_reason="stop")
+    text = c.text[:end]
+    ids = trim_to_text(tokenizer, c.token_ids, text)
+    lp = None if c.token_logprobs is None else c.token_logprobs[: len(ids)]
+    return replace(c, text=text, token_ids=tuple(ids), finish_reason="stop", token_logprobs=lp)

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
-from core.sampling.base import decode_text, tokens_containing
+from core.sampling.base import AnswerEnd, decode_text, settle, tokens_containing, trim_to_text
 from core.sampling.decoder import Decoder, DecoderCache, supports
 from core.types import Completion
 
@@ -107,6 +107,7 @@ class HFSampler:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
+        self._texts: list[str] | None = None
 
     def sync_weights(self, model: Any) -> None:
         self.model = model
@@ -122,7 +123,10 @@ class HFSampler:
         seed: int,
         n: int = 1,
         progress: bool = False,
+        until: AnswerEnd | None = None,
     ) -> list[list[Completion]]:
+        """`Sampler.generate`; with `until`, a response also ends where its answer is settled
+        (`core.sampling.base.settle`: early, and cut there)."""
         rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
         out: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -131,13 +135,14 @@ class HFSampler:
         for start in bar:
             chunk = rows[start : start + params.batch_size]
             logprobs: list[list[float]] = [[] for _ in chunk]
-            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, generator, logprobs_out=logprobs)
+            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, generator, logprobs_out=logprobs,
+                               until=until)
             for (i, j), gen, lp in zip(chunk, ids, logprobs):
-                out[i][j] = self._completion(gen, params, i, j, lp)
+                out[i][j] = self._completion(gen, params, i, j, lp, until)
         return [[c for c in group if c is not None] for group in out]
 
     def _completion(self, gen: list[int], params: SamplingConfig, i: int, j: int,
-                    logprobs: list[float] | None = None) -> Completion:
+                    logprobs: list[float] | None = None, until: AnswerEnd | None = None) -> Completion:
         finish = "length"
         if self.eos_id in gen:
             gen = gen[: gen.index(self.eos_id) + 1]
@@ -147,15 +152,16 @@ class HFSampler:
             cut = text.find(stop)
             if cut >= 0:
                 text, finish = text[: cut + len(stop)], "stop"
-                gen = _trim_to_text(self.tokenizer, gen, text)
+                gen = trim_to_text(self.tokenizer, gen, text)
         lp = tuple(logprobs[: len(gen)]) if logprobs is not None else None
-        return Completion(text, tuple(gen), finish, prompt_index=i, sample_index=j, token_logprobs=lp)
+        out = Completion(text, tuple(gen), finish, prompt_index=i, sample_index=j, token_logprobs=lp)
+        return out if until is None else settle(self.tokenizer, out, until)
 
     @torch.no_grad()
     def _decode(
         self, prompts: list[Sequence[int]], params: SamplingConfig, generator: torch.Generator,
         hook: DecodeHook | None = None, start: DecodeState | None = None,
-        logprobs_out: list[list[float]] | None = None,
+        logprobs_out: list[list[float]] | None = None, until: AnswerEnd | None = None,
     ) -> list[list[int]]:
         """Token ids generated for each prompt (up to and including EOS when it comes).
 
@@ -163,7 +169,8 @@ class HFSampler:
         `state.generated[r]` holds t tokens of which the last is not yet in the KV cache
         (`state.step_ids`); budgeted sampling forks forced answers from there. `start`
         continues from such a state (with fresh `generated` lists) instead of `prompts`.
-        `logprobs_out[r]`, when given, receives log pi(token) at temperature 1 of each token of row r."""
+        `logprobs_out[r]`, when given, receives log pi(token) at temperature 1 of each token of row r.
+        `until`: a row also ends once `until(its text)` says its answer is settled."""
         was_training = self.model.training
         self.model.eval()
         st = start if start is not None else self._start(prompts, params)
@@ -172,6 +179,7 @@ class HFSampler:
         # finished rows still in the batch (a cache that is slow to drop rows waits for a few)
         finished: torch.Tensor | None = None
         slack = getattr(cache, "drop_slack", 0.0)
+        texts = ["" for _ in generated] if until is not None else []  # per row, for `until`
 
         def drop(done: torch.Tensor) -> None:
             nonlocal live, mask, step_ids, step_pos, finished
@@ -203,6 +211,8 @@ class HFSampler:
             step_ids = nxt.unsqueeze(-1)
             if params.stop:
                 done = done | self._hit_stop(live, generated, params.stop, nxt)
+            if until is not None:
+                done = done | self._settled(live, generated, texts, nxt, until, finished)
             if finished is not None:
                 done = done | finished
             if done.all():
@@ -269,6 +279,32 @@ class HFSampler:
             hits.append(any(s in tail for s in stops))
         return torch.tensor(hits, device=live.device)
 
+    def _settled(self, live: torch.Tensor, generated: list[list[int]], texts: list[str],
+                 nxt: torch.Tensor, until: AnswerEnd, finished: torch.Tensor | None) -> torch.Tensor:
+        """Rows whose answer `until` finds settled, now that each appended `nxt`.
+
+        Each row's text grows by its token's own text (one table look-up, not a decode of the
+        row); when that says settled, the row's exact decoding must agree (tokens whose texts
+        do not simply concatenate, as partial UTF-8 bytes, never end a row early)."""
+        table = self._token_texts()
+        hits = []
+        ended = finished.tolist() if finished is not None else [False] * len(live)
+        for r, tok, gone in zip(live.tolist(), nxt.tolist(), ended):
+            if gone:  # ended before, still in the batch: no new token
+                hits.append(True)
+                continue
+            texts[r] += table[tok] if tok < len(table) else ""
+            hits.append(until(texts[r]) is not None
+                        and until(decode_text(self.tokenizer, generated[r])) is not None)
+        return torch.tensor(hits, dtype=torch.bool, device=live.device)
+
+    def _token_texts(self) -> list[str]:
+        """Each token id's text alone (special tokens: empty)."""
+        if self._texts is None:
+            tok = self.tokenizer
+            self._texts = tok.batch_decode([[t] for t in range(len(tok))], skip_special_tokens=True)
+        return self._texts
+
     def _stop_table(self, stops: tuple[str, ...], device: torch.device | str) -> torch.Tensor:
         """[V] bool: whether token id v decodes (alone) to text containing a stop string."""
         if stops not in self._stop_tables:
@@ -276,12 +312,3 @@ class HFSampler:
                                                     dtype=torch.bool, device=device)
         return self._stop_tables[stops]
 
-
-def _trim_to_text(tokenizer: Any, gen: list[int], text: str) -> list[int]:
-    """The shortest prefix of `gen` whose decoding covers `text`."""
-    if len(gen) > 1 and len(decode_text(tokenizer, gen[:-1])) < len(text):
-        return gen  # the usual case, a stop in the last token: one decode instead of one per token
-    for k in range(1, len(gen) + 1):
-        if len(decode_text(tokenizer, gen[:k])) >= len(text):
-            return gen[:k]
-    return gen

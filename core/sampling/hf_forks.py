@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from core.config import SamplingConfig
+from core.sampling.base import AnswerEnd
 from core.sampling.hf import DecodeState, HFSampler
 from core.sampling.kv_cache import select_rows
 from core.types import Completion
@@ -83,13 +84,15 @@ def generate_forked(
     answer_params: SamplingConfig,
     answer_seed: int,
     progress: bool = False,
+    until: AnswerEnd | None = None,
 ) -> tuple[list[list[Completion]], Forks]:
     """Sample like `sampler.generate` and fork forced answers at each budget in `fork_at`.
 
     At budget B (tokens generated), every row still being decoded is offered to `plan` (with
     its tokens so far: B, or B + 1 when forked one step late); when it returns cue ids, the
     answer after prompt + first B tokens + cue is decoded with `answer_params` (its own seeded
-    generator). Rows that ended before B are never forked.
+    generator), ending early where `until` finds it settled. Rows that ended before B are never
+    forked.
     Returns (completions grouped per prompt as `generate` does, forced answers per budget)."""
     from tqdm.auto import tqdm
 
@@ -129,10 +132,10 @@ def generate_forked(
         if not ks:
             return
         state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending, arena, spare)
-        answers = sampler._decode([], answer_params, answer_gen, start=state)
+        answers = sampler._decode([], answer_params, answer_gen, start=state, until=until)
         for k, ans in zip(ks, answers):
             i, j = chunk[int(st.live[k])]
-            forks[budget][(i, j)] = sampler._completion(ans, answer_params, i, j)
+            forks[budget][(i, j)] = sampler._completion(ans, answer_params, i, j, until=until)
 
     chunks = range(0, len(rows), params.batch_size)
     for start in tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False):

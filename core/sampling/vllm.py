@@ -49,7 +49,7 @@ from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from core.config import SamplingConfig  # noqa: E402
-from core.sampling.base import derive_seed, tokens_containing  # noqa: E402
+from core.sampling.base import derive_seed, tokens_containing, trim_to_text  # noqa: E402
 from core.types import Completion  # noqa: E402
 
 GIB = 1024**3
@@ -175,8 +175,6 @@ class VLLMSampler:
 
 def completion(tokenizer: Any, gen: list[int], stops: tuple[str, ...], i: int, j: int) -> Completion:
     """A Completion from generated ids, cut as `hf.py` cuts: after EOS, then after a stop string."""
-    from core.sampling.hf import _trim_to_text
-
     eos_id = tokenizer.eos_token_id
     finish = "length"
     if eos_id in gen:
@@ -187,7 +185,7 @@ def completion(tokenizer: Any, gen: list[int], stops: tuple[str, ...], i: int, j
         cut = text.find(stop)
         if cut >= 0:
             text, finish = text[: cut + len(stop)], "stop"
-            gen = _trim_to_text(tokenizer, gen, text)
+            gen = trim_to_text(tokenizer, gen, text)
     return Completion(text, tuple(gen), finish, prompt_index=i, sample_index=j)
 
 

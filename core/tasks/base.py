@@ -36,6 +36,14 @@ class Task(Protocol):
         """Text appended to a truncated response to force the final answer."""
         ...
 
+    def answer_end(self, answer: str) -> int | None:
+        """Where the answer that follows `answer_cue()` is settled in `answer` (the text
+        generated after the cue so far): an index into it once the answer is complete and
+        delimited, or can no longer be one; None while more text could still change it. The
+        forced answer ends there: generation stops early and the text after is not read (a
+        second answer later on the same line does not count)."""
+        ...
+
     def parse_trace(self, response: str) -> Trace:
         """Split a response into attempts / reflections / answer / verification."""
         ...

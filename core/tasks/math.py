@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core import hub
-from core.answers import VerifierPool, extract_boxed, verify_answers
+from core.answers import VerifierPool, extract_boxed, matching_brace, verify_answers
 from core.tasks.base import TaskError, check_split
 from core.types import Problem, Trace, TraceStep, Verdict
 
@@ -276,6 +276,11 @@ class MathTask:
         the answer and a closing "}" ("...\\boxed{" + "42}"); if the caller stops generation
         at "}" and the brace is dropped, `check` still reads "42" after the cue."""
         return ANSWER_CUE
+
+    def answer_end(self, answer: str) -> int | None:
+        """After the cue (which opens a box): settled at the "}" that closes the box."""
+        close = matching_brace("{" + answer, 0)
+        return None if close is None else close  # "{" shifts indices by one: just past the "}"
 
     def parse_trace(self, response: str) -> Trace:
         """Heuristic line classification: answer (has \\boxed) > verify (check words after the

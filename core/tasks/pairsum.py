@@ -36,6 +36,10 @@ WORDS = (
 _ATTEMPT = re.compile(r"^try (\d+) \+ (\d+) = (\d+) ([<>=]) (\d+)\b")
 _CHECK = re.compile(r"^check (\d+) \+ (\d+) = (\d+) (yes|no)\b")
 _ANSWER = re.compile(r"answer (\d+) \+ (\d+)")
+# after the cue "answer": " a + b" and a character that is not a digit (b is then whole)
+_FORCED_DONE = re.compile(r" \d+ \+ \d+(?=\D)")
+# the texts that may still become one: prefixes of " a + b"
+_FORCED_OPEN = re.compile(r"(?: (?:\d+(?: (?:\+(?: \d*)?)?)?)?)?")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,14 @@ class PairSumTask:
 
     def answer_cue(self) -> str:
         return ANSWER_CUE
+
+    def answer_end(self, answer: str) -> int | None:
+        """After the cue: settled at the end of " a + b" once a non-digit follows it, or where
+        the text stops being a prefix of one (no answer then)."""
+        done = _FORCED_DONE.match(answer)
+        if done is not None:
+            return done.end()
+        return None if _FORCED_OPEN.fullmatch(answer) is not None else len(answer)
 
     def wait_cue(self) -> str:
         """The s1-style extension cue: the word the traces use before a second look."""
