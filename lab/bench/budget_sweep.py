@@ -1,6 +1,6 @@
 """Cost of a budget sweep against one generation at the largest budget.
 
-    python -m lab.bench.budget_sweep [--model PATH|RUN] [--problems 500] [--repeats 2]
+    python -m lab.bench.budget_sweep [--model PATH|RUN] [--problems 500] [--repeats 5]
 
 Times, in one process on the same prompts and seed, interleaved `--repeats` times (median):
   * `generate`: one plain generation at the largest budget (the unit);
@@ -9,9 +9,10 @@ Times, in one process on the same prompts and seed, interleaved `--repeats` time
     the budget cut, as a sweep without sharing would.
 The forced answers themselves set a floor: on the embedded default each cut response needs a
 2-token cue and a 3-4 token answer at each budget it is cut at, against ~94 reasoning tokens, so
-the forks feed about 22% as many tokens as the generation (11,168 against 50,855 on the SFT
-model, measured) and a sweep costs at least ~1.2x one generation here; with the thousands of
-reasoning tokens of real models the same answers are a few percent.
+the forks feed about 18% as many tokens as the generation (9,302 against 50,855 on the SFT
+model, measured; 11,168 in 56 passes before answers ended where settled, now 24 passes) and a
+sweep costs at least ~1.18x one generation here; with the thousands of reasoning tokens of real
+models the same answers are a few percent.
 Model: the newest SFT run's final checkpoint under --runs-dir, or --model; without one, a
 randomly initialised embedded model, whose responses never end (every budget cuts every
 response: the worst case for forcing). Last stdout line: JSON with `ratio` (sweep /
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--problems", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
