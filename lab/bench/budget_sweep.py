@@ -3,7 +3,8 @@
     python -m lab.bench.budget_sweep [--model PATH|RUN] [--problems 500] [--repeats 5]
 
 Times, in one process on the same prompts and seed, interleaved `--repeats` times (median):
-  * `generate`: one plain generation at the largest budget (the unit);
+  * `generate`: one plain generation at the largest budget (the unit), timed just before and
+    just after each sweep (their mean);
   * `sweep`: `core.budget.generate_sweep` + scoring of all budgets (what `lab budget` does);
   * `naive`: regenerate per budget (max_new_tokens = B), then force an answer for responses
     the budget cut, as a sweep without sharing would.
@@ -90,10 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {label}; {len(problems)} problems; budgets {list(cfg.budgets)}; "
           f"{args.threads} threads; {args.repeats} interleaved repeats")
     generate()  # warm-up
-    # interleaved, so that load from other processes hits all three alike; ratios per repeat
-    runs = [(_timed(generate), _timed(sweep), _timed(naive)) for _ in range(args.repeats)]
+    # interleaved, so that load from other processes hits all three alike; each sweep is set
+    # against the mean of the generations just before and after it, which cancels a drift of
+    # the machine's speed (seen here: one generation going from 3.2 to 2.1 s within a run)
+    runs = []
+    for _ in range(args.repeats):
+        before, s, after, n = _timed(generate), _timed(sweep), _timed(generate), _timed(naive)
+        g = ((before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
+        runs.append((g, s, n))
     for k, ((g, gc), (s, sc), (n, nc)) in enumerate(runs):
-        print(f"repeat {k}: generate {g:.2f} s, sweep {s:.2f} s ({s / g:.2f}x), naive {n:.2f} s ({n / g:.2f}x); "
+        print(f"repeat {k}: generate {g:.2f} s (mean of the two around the sweep), sweep {s:.2f} s "
+              f"({s / g:.2f}x), naive {n:.2f} s ({n / g:.2f}x); "
               f"CPU seconds {gc:.2f} / {sc:.2f} ({sc / gc:.2f}x) / {nc:.2f} ({nc / gc:.2f}x)")
     ratio = statistics.median(s[0] / g[0] for g, s, _ in runs)
     naive_ratio = statistics.median(n[0] / g[0] for g, _, n in runs)
