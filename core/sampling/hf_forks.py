@@ -24,7 +24,7 @@ import torch
 
 from core.config import SamplingConfig
 from core.sampling.base import AnswerEnd
-from core.sampling.hf import DecodeState, HFSampler
+from core.sampling.hf import DecodeState, HFSampler, _left_pad
 from core.sampling.kv_cache import select_rows
 from core.types import Completion
 
@@ -48,14 +48,7 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
     them), so one batch serves them all."""
     dev = st.mask.device
     idx = torch.tensor(rows, dtype=torch.long, device=dev)
-    width = max(len(c) for c in cues)
-    cue_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    cue_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, cue in enumerate(cues):
-        if cue:
-            cue_ids[k, width - len(cue) :] = torch.tensor(list(cue), dtype=torch.long)
-            cue_mask[k, width - len(cue) :] = 1
-    cue_ids, cue_mask = cue_ids.to(dev), cue_mask.to(dev)
+    cue_ids, cue_mask = _left_pad(cues, pad_id, dev)
     pos0 = st.step_pos.index_select(0, idx)  # the pending token's position
     mask = st.mask.index_select(0, idx)
     if pending:
