@@ -330,3 +330,20 @@ def test_settle_cuts_text_ids_and_logprobs() -> None:
     assert settle(tok, c, lambda s: None) == c
     longer = replace(c, finish_reason="length")
     assert settle(tok, longer, lambda s: len(s)).finish_reason == "stop"
+
+
+def test_trim_to_text_is_the_shortest_covering_prefix() -> None:
+    """The fast paths of `trim_to_text` give what a scan over every prefix gives."""
+    import random
+
+    from core.sampling.base import decode_text, trim_to_text
+
+    tok = build_tokenizer()
+    rng = random.Random(0)
+    for _ in range(300):
+        gen = [rng.randrange(3, len(tok)) for _ in range(rng.randrange(1, 7))]
+        full = decode_text(tok, gen)
+        for cut in range(len(full) + 1):
+            text = full[:cut]
+            want = next((gen[:k] for k in range(1, len(gen) + 1) if len(decode_text(tok, gen[:k])) >= len(text)), gen)
+            assert trim_to_text(tok, gen, text) == want, (gen, text)

@@ -71,6 +71,8 @@ def trim_to_text(tokenizer: Any, gen: Sequence[int], text: str) -> list[int]:
     gen = list(gen)
     if len(gen) > 1 and len(decode_text(tokenizer, gen[:-1])) < len(text):
         return gen  # the usual case, a stop in the last token: one decode instead of one per token
+    if len(gen) > 2 and len(decode_text(tokenizer, gen[:-2])) < len(text):
+        return gen[:-1]  # an answer settled by the token after it (which gen[:-1] covers)
     for k in range(1, len(gen) + 1):
         if len(decode_text(tokenizer, gen[:k])) >= len(text):
             return gen[:k]
