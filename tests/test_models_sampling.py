@@ -283,6 +283,14 @@ def test_decode_text_equals_the_tokenizers_decode(kind) -> None:
     assert decode_text(tok, tuple(rows[0])) == tok.decode(rows[0], skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("kind", ["embedded", "byte-level-bpe"])
+def test_encode_prompts_in_one_call_equals_one_call_each(kind) -> None:
+    tok = build_tokenizer() if kind == "embedded" else _byte_level_bpe()
+    texts = ["numbers 1 2 8 target 9\n", "", "try 1 + 2 = 3 ok\nanswer 1 + 2", "  wait\n\n"]
+    assert encode_prompts(tok, texts) == [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert encode_prompts(tok, []) == []
+
+
 def test_generation_ends_where_the_answer_is_settled() -> None:
     """With `until`, a row stops on the token at which its answer is settled (fewer passes)
     and is cut there; the tokens before are those of a run without it (greedy)."""
