@@ -279,8 +279,7 @@ class MathTask:
 
     def answer_end(self, answer: str) -> int | None:
         """After the cue (which opens a box): settled at the "}" that closes the box."""
-        close = matching_brace("{" + answer, 0)
-        return None if close is None else close  # "{" shifts indices by one: just past the "}"
+        return matching_brace("{" + answer, 0)  # the "{" shifts indices by one: just past the "}"
 
     def parse_trace(self, response: str) -> Trace:
         """Heuristic line classification: answer (has \\boxed) > verify (check words after the
