@@ -9,7 +9,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Confi
 from core.config import SamplingConfig
 from core.models import build_tokenizer
 from core.sampling.decoder import Decoder, supports
-from core.sampling.hf import HFSampler, _left_pad
+from core.sampling.hf import HFSampler, left_pad
 from core.sampling.kv_cache import select_rows
 
 
@@ -47,7 +47,7 @@ def test_decoder_logits_equal_transformers(kind, kv_heads, read, monkeypatch) ->
     assert supports(model)
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(3, 64, (n,), generator=gen).tolist() for n in (5, 9, 2, 9)]
-    ids, mask = _left_pad(prompts, 0, "cpu")
+    ids, mask = left_pad(prompts, 0, "cpu")
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     dec = Decoder(model)
     ours, ref = dec.cache(capacity=ids.shape[1] + 3), DynamicCache()

@@ -28,7 +28,7 @@ import torch
 
 from core.config import SamplingConfig
 from core.sampling.base import AnswerEnd
-from core.sampling.hf import DecodeState, HFSampler, _left_pad
+from core.sampling.hf import DecodeState, HFSampler, left_pad
 from core.sampling.kv_cache import select_rows
 from core.types import Completion
 
@@ -52,7 +52,7 @@ def _fork_state(st: DecodeState, rows: list[int], cues: list[Sequence[int]], pad
     them), so one batch serves them all."""
     dev = st.mask.device
     idx = torch.tensor(rows, dtype=torch.long, device=dev)
-    cue_ids, cue_mask = _left_pad(cues, pad_id, dev)
+    cue_ids, cue_mask = left_pad(cues, pad_id, dev)
     pos0 = st.step_pos.index_select(0, idx)  # the pending token's position
     mask = st.mask.index_select(0, idx)
     if pending:
