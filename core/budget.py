@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
 from core.evaluate import parallel_scaling, wilson_interval
@@ -177,10 +177,10 @@ def _answers(sampler: Sampler, inputs: list[list[int]], params: SamplingConfig, 
              until: AnswerEnd | None) -> list[Completion]:
     """One answer continuation per input, cut where `until` finds it settled (the transformers
     backend also stops there; other backends generate to the stop string and are cut after)."""
-    if until is not None and _is_hf(sampler):
-        from core.sampling.hf import HFSampler
+    from core.sampling.hf import HFSampler
 
-        out = cast(HFSampler, sampler).generate(inputs, params, seed=seed, n=1, until=until)
+    if until is not None and isinstance(sampler, HFSampler):
+        out = sampler.generate(inputs, params, seed=seed, n=1, until=until)
     else:
         out = sampler.generate(inputs, params, seed=seed, n=1)
     return [g[0] if until is None else settle(sampler.tokenizer, g[0], until) for g in out]

@@ -65,9 +65,15 @@ def decode_text(tokenizer: Any, ids: Sequence[int]) -> str:
     return inner(list(ids), skip_special_tokens=True)
 
 
-def tokens_containing(tokenizer: Any, stops: Sequence[str]) -> list[bool]:
-    """Per token id of `tokenizer`: whether the token's text alone contains a stop string."""
-    texts = tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)
+def token_texts(tokenizer: Any) -> list[str]:
+    """Each token id's text alone (special tokens: empty), for the whole vocabulary."""
+    return tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)
+
+
+def tokens_containing(tokenizer: Any, stops: Sequence[str], texts: Sequence[str] | None = None) -> list[bool]:
+    """Per token id of `tokenizer`: whether the token's text alone contains a stop string
+    (`texts`: `token_texts(tokenizer)` when the caller has them)."""
+    texts = token_texts(tokenizer) if texts is None else texts
     return [any(s in text for s in stops) for text in texts]
 
 

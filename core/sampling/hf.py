@@ -16,7 +16,14 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
-from core.sampling.base import AnswerEnd, decode_text, settle, tokens_containing, trim_to_text
+from core.sampling.base import (
+    AnswerEnd,
+    decode_text,
+    settle,
+    token_texts,
+    tokens_containing,
+    trim_to_text,
+)
 from core.sampling.decoder import Decoder, DecoderCache, supports
 from core.types import Completion
 
@@ -299,16 +306,14 @@ class HFSampler:
         return torch.tensor(hits, dtype=torch.bool, device=live.device)
 
     def _token_texts(self) -> list[str]:
-        """Each token id's text alone (special tokens: empty)."""
+        """Each token id's text alone (decoded once per sampler: stop tables and `until`)."""
         if self._texts is None:
-            tok = self.tokenizer
-            self._texts = tok.batch_decode([[t] for t in range(len(tok))], skip_special_tokens=True)
+            self._texts = token_texts(self.tokenizer)
         return self._texts
 
     def _stop_table(self, stops: tuple[str, ...], device: torch.device | str) -> torch.Tensor:
         """[V] bool: whether token id v decodes (alone) to text containing a stop string."""
         if stops not in self._stop_tables:
-            self._stop_tables[stops] = torch.tensor(tokens_containing(self.tokenizer, stops),
-                                                    dtype=torch.bool, device=device)
+            hits = tokens_containing(self.tokenizer, stops, self._token_texts())
+            self._stop_tables[stops] = torch.tensor(hits, dtype=torch.bool, device=device)
         return self._stop_tables[stops]
-
