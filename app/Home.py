@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st  # noqa: E402
 
 from app.common import page_header, run_config  # noqa: E402
-from core.dashboard import config_diff, drop_empty_columns, run_row  # noqa: E402
+from core.report.views import config_diff, drop_empty_columns, run_row  # noqa: E402
 
 runs = page_header("Runs")
 if not runs:

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on t
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from core.dashboard import trace_step_stats  # noqa: E402
+from core.report.views import trace_step_stats  # noqa: E402
 from core.store import Run, StoreError, list_runs  # noqa: E402
 
 FileKey = tuple[str, int, int, int]
@@ -143,7 +143,10 @@ def run_config(run: Run) -> dict[str, Any]:
 
 def task_name(run: Run) -> str | None:
     """The task a run used ("pairsum", "math500", ...)."""
-    return run_config(run).get("config", {}).get("task", {}).get("name")
+    try:
+        return run.setting("task.name")
+    except StoreError:  # a run being created
+        return None
 
 
 def pick_run(label: str, runs: list[Run], param: str = "run", key: str | None = None) -> Run:

@@ -5,7 +5,7 @@ is cut after B tokens and the final answer obtained in one of two ways:
 
 * ``forced`` (s1-style, the cheap variant): the same model continues after an answer cue
   appended to exactly the truncated token ids (never re-tokenised text). The transformers
-  backend forks these answers from its KV cache while it samples (`core.sampling.hf_forks`);
+  backend forks these answers from its KV cache while it samples (`core.sampling.hf.forks`);
   other backends get one short generation per budget over prompt + B tokens + cue, which a
   prefix-caching engine (vLLM) serves from the shared prefix.
 * ``summarizer`` (the paper's way): another model reads the problem and the cut reasoning and
@@ -31,7 +31,8 @@ from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
 from core.evaluate import parallel_scaling, wilson_interval
-from core.sampling.base import AnswerEnd, Sampler, decode_text, derive_seed, encode_prompts, settle
+from core.sampling.protocol import AnswerEnd, Sampler, derive_seed
+from core.sampling.text import decode_text, encode_prompts
 from core.tasks.base import Task
 from core.types import Completion, CurvePoint, Problem
 
@@ -128,17 +129,14 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
     answer_seed = derive_seed(cfg.seed, "budget", "answer")
     eos = getattr(tok, "eos_token_id", None)
     until = answer_end(task, cue)
-    fast = fork and cfg.mode == "forced" and cfg.extend_wait == 0 and _is_hf(sampler)
-    if fast:
-        from core.sampling.hf_forks import generate_forked
-
+    if fork and cfg.mode == "forced" and cfg.extend_wait == 0 and sampler.can_fork:
         def plan(generated: list[int], budget: int) -> Sequence[int] | None:
             at = find_subsequence(generated, cue.core)  # its own answer: reasoning of `at` tokens
             return None if at is not None and at <= budget else cue.after(tok, generated[:budget])
 
-        groups, answers = generate_forked(
-            sampler, prompts, params, seed, cfg.num_samples, cfg.budgets, plan,  # type: ignore[arg-type]
-            _answer_params(cfg), answer_seed, progress, until)
+        groups, answers = sampler.generate_forked(
+            prompts, params, seed, cfg.num_samples, cfg.budgets, plan, _answer_params(cfg), answer_seed,
+            progress, until)
         # a fork taken before the response's next token was known may turn out unneeded
         for b, got in answers.items():
             answers[b] = {(i, j): a for (i, j), a in got.items()
@@ -160,12 +158,6 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
     return Sweep(groups, answers, cue)
 
 
-def _is_hf(sampler: Sampler) -> bool:
-    from core.sampling.hf import HFSampler
-
-    return isinstance(sampler, HFSampler)
-
-
 def answer_end(task: Task, cue: Cue) -> AnswerEnd | None:
     """The task's rule for where a forced answer is settled (`Task.answer_end`), when the cue
     is the task's own: a rule written for its cue would misread the answer after another one."""
@@ -177,13 +169,7 @@ def _answers(sampler: Sampler, inputs: list[list[int]], params: SamplingConfig, 
              until: AnswerEnd | None) -> list[Completion]:
     """One answer continuation per input, cut where `until` finds it settled (the transformers
     backend also stops there; other backends generate to the stop string and are cut after)."""
-    from core.sampling.hf import HFSampler
-
-    if until is not None and isinstance(sampler, HFSampler):
-        out = sampler.generate(inputs, params, seed=seed, n=1, until=until)
-    else:
-        out = sampler.generate(inputs, params, seed=seed, n=1)
-    return [g[0] if until is None else settle(sampler.tokenizer, g[0], until) for g in out]
+    return [g[0] for g in sampler.generate(inputs, params, seed=seed, n=1, until=until)]
 
 
 def _force(sampler: Sampler, prompts: list[list[int]], groups: list[list[Completion]],

@@ -5,73 +5,54 @@
 
 is what `python -m lab sft sft.max_steps=100` does: build the config (defaults < preset <
 overrides), check its inputs before anything is written, make the run folder, run the
-command's story, write summary.json.
+command's story, write summary.json. `resume_command` continues a run in its own folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.config import (
-    BudgetJob,
-    ConfigError,
-    EvalJob,
-    ReproduceJob,
-    RLJob,
-    SFTJob,
-    SynthJob,
-    build,
-    non_defaults,
-    to_dict,
-)
-from core.store import Run, new_run
-
-Say = Callable[[str], None]
-
-JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob,
-                         "budget": BudgetJob, "reproduce": ReproduceJob}
-
-
-def story(command: str, cfg: Any, run: Run, say: Say, progress: bool = True,
-          runs_dir: str | Path = "runs", resume: bool = False) -> dict:
-    """Run `command`'s job into `run` (which exists); returns its summary (not yet written)."""
-    from core import jobs
-
-    if command == "budget":
-        from core.sweeps import run_budget
-
-        return run_budget(cfg, run, say, progress, runs_dir)
-    if command == "reproduce":
-        from core.reproduce import run_reproduce
-
-        return run_reproduce(cfg, run, say, progress)
-    stories: dict[str, Callable[[], dict]] = {
-        "synth": lambda: jobs.run_synth(cfg, run, say, progress),
-        "sft": lambda: jobs.run_sft(cfg, run, say, runs_dir, progress),
-        "rl": lambda: jobs.run_rl(cfg, run, say, progress, runs_dir, resume),
-        "eval": lambda: jobs.run_eval(cfg, run, say, progress, runs_dir),
-    }
-    if command not in stories:
-        raise ConfigError(f"unknown command {command!r}: one of {', '.join(JOBS)}")
-    return stories[command]()
+from core.config import JOBS, ConfigError
+from core.experiments import reproduce
+from core.overrides import build, from_dict, to_dict
+from core.stages import STAGES, Context, Say, launch
+from core.store import Run, open_run
 
 
 def run_command(command: str, overrides: Mapping[str, Any] | None = None,
                 runs_dir: str | Path = "runs", preset: Mapping[str, Any] | None = None,
                 say: Say = print, progress: bool = True, run_id: str | None = None) -> tuple[Run, dict]:
     """`python -m lab <command> [--preset] key=value ...` from Python: (run folder, summary)."""
-    from core import jobs
+    job = build(job_class(command), dict(preset or {}), dict(overrides or {}))
+    ctx = Context(say, progress, runs_dir)
+    if command == "reproduce":
+        return launch(command, job, reproduce.preflight, reproduce.run, ctx, run_id)
+    return launch(command, job, STAGES[command].preflight, STAGES[command].run, ctx, run_id)
 
-    if command not in JOBS:
-        raise ConfigError(f"unknown command {command!r}: one of {', '.join(JOBS)}")
-    cfg = build(JOBS[command], dict(preset or {}), dict(overrides or {}))
-    changed = non_defaults(cfg)
-    say(f"{command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
-    jobs.preflight(cfg, runs_dir)
-    run = new_run(runs_dir, command, to_dict(cfg), run_id=run_id)
-    say(f"run folder {run.path}")
-    out = story(command, cfg, run, say, progress, runs_dir)
+
+def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "runs",
+                   say: Say = print, progress: bool = True) -> tuple[Run, dict]:
+    """`python -m lab <command> --resume RUN`: the run's saved config, continued in its folder."""
+    job_class(command)
+    run = open_run(run_or_id, runs_dir)
+    job = from_dict(job_class(command), run.job_config())
+    say(f"resuming {run.path}")
+    run.write_config(command, to_dict(job))
+    out = story(command, job, run, Context(say, progress, runs_dir, resume=True))
     run.write_summary(out)
     return run, out
+
+
+def job_class(command: str) -> type:
+    if command not in JOBS:
+        raise ConfigError(f"unknown command {command!r}: one of {', '.join(JOBS)}")
+    return JOBS[command]
+
+
+def story(command: str, job: Any, run: Run, ctx: Context) -> dict:
+    """Run `command`'s story into `run` (which exists); returns its summary (not yet written)."""
+    if command == "reproduce":
+        return reproduce.run(job, run, ctx)
+    return STAGES[command].run(job, run, ctx)

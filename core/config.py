@@ -1,20 +1,14 @@
 """Configuration: one frozen dataclass per stage, composed per command. Torch-free.
 
-Precedence: dataclass defaults < YAML preset (overrides only) < command-line `key=value`.
-Keys are dotted (`sft.lr=1e-3`); an unqualified key (`lr=1e-3`) is accepted when exactly one
-section has it. Unknown keys fail with the closest valid name. Help strings name the paper's
-symbol where there is one.
+Each section validates itself with messages that say what to change; a job (one command's
+sections) may check what spans sections (`check`). Shared sections (`SamplingConfig`,
+`LoraConfig`) are used wherever a stage needs them, never copied field by field. Help strings
+name the paper's symbol where there is one. Presets and `key=value` overrides: core.overrides.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
-import types
-import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -98,6 +92,25 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    enabled: bool = _f(False, "train LoRA adapters (PEFT) instead of all weights")
+    r: int = _f(16, "LoRA rank")
+    alpha: int = _f(32, "LoRA alpha")
+    targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma-separated module names for LoRA")
+
+    def validate(self) -> None:
+        _check(self.r >= 1, f"lora.r must be >= 1 (got {self.r})")
+        _check(bool(self.target_modules()), "lora.targets must name at least one module")
+
+    def target_modules(self) -> list[str]:
+        return [t.strip() for t in self.targets.split(",") if t.strip()]
+
+
+def _rollout_sampling() -> SamplingConfig:
+    return SamplingConfig(temperature=1.2, max_new_tokens=128)
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     style: str = _f("t1", "'t1' (trial-and-error + self-verification) or 'plain' (straight CoT)")
     num_problems: int = _f(40_000, "training problems to synthesize traces for")
@@ -172,10 +185,7 @@ class SFTConfig:
     max_seq_len: int = _f(224, "drop traces longer than this many tokens (prompt + response)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient norm clip")
-    lora: bool = _f(False, "train LoRA adapters (PEFT) instead of all weights")
-    lora_r: int = _f(16, "LoRA rank")
-    lora_alpha: int = _f(32, "LoRA alpha")
-    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma-separated module names for LoRA")
+    lora: LoraConfig = field(default_factory=LoraConfig)
     bf16_autocast: bool = _f(True, "compute in bf16 autocast (weights and optimizer stay fp32)")
     log_every: int = _f(25, "steps between metric lines")
     save_every: int = _f(0, "steps between checkpoints (0 = only the final one)")
@@ -191,6 +201,7 @@ class SFTConfig:
             f"({self.batch_size})",
         )
         _check(self.max_seq_len >= 8, "sft.max_seq_len must be >= 8")
+        self.lora.validate()
 
 
 @dataclass(frozen=True)
@@ -267,8 +278,7 @@ class RLConfig:
         "which K of N to keep: 'max_variance' (the reward-balanced subset of largest reward variance; "
         "ties to the earliest drawn) or 'random' (uniform, seeded by the step)",
     )
-    temperature: float = _f(1.2, "sampling temperature for rollouts (paper: 1.2)")
-    max_new_tokens: int = _f(128, "rollout length limit; hitting it is the over-long penalty")
+    sampling: SamplingConfig = field(default_factory=_rollout_sampling)  # rollouts (paper: temperature 1.2); hitting max_new_tokens is the over-long penalty
     lr: float = _f(2e-4, "peak learning rate (AdamW, warmup then cosine)")
     warmup_steps: int = _f(5, "linear warmup steps")
     grad_clip: float = _f(1.0, "gradient norm clip")
@@ -286,17 +296,13 @@ class RLConfig:
     clip_high: float = _f(0.26, "ratio clipped above at 1 + clip_high")
     ppo_epochs: int = _f(1, "passes over each batch (> 1 needs clip=true)")
     drop_equal_groups: bool = _f(False, "skip groups whose rewards are all equal (dynamic filtering)")
-    lora: bool = _f(False, "train LoRA adapters (PEFT) instead of all weights; the anchor is an EMA of the adapters")
-    lora_r: int = _f(16, "LoRA rank")
-    lora_alpha: int = _f(32, "LoRA alpha")
-    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma-separated module names for LoRA")
+    lora: LoraConfig = field(default_factory=LoraConfig)  # with LoRA the anchor is an EMA of the adapters
     penalize_overlong: bool = _f(True, "-1 for responses that hit max_new_tokens")
     penalize_repetition: bool = _f(True, "-1 for repetitive responses")
     penalize_garbled: bool = _f(True, "-1 for garbled responses")
     repeat_chars: int = _f(30, "repetition rule: a substring this long ... (paper: 80)")
     repeat_count: int = _f(3, "... appearing this many times (paper: 20); scaled to short traces")
-    eval_every: int = _f(25, "steps between held-out evaluations (0 = start and end only)")
-    eval_problems: int = _f(500, "held-out problems per evaluation")
+    eval_every: int = _f(25, "steps between held-out evaluations (0 = start and end only; what and how: the eval section)")
     save_every: int = _f(25, "steps between resumable checkpoints")
     seed: int = _f(0, "seed of prompt order and sampling")
 
@@ -321,14 +327,15 @@ class RLConfig:
         )
         _check(self.pass_tokens >= -1, "rl.pass_tokens must be -1 (auto), 0 (no cap) or a token count")
         _check(self.ppo_epochs == 1 or self.clip, "rl.ppo_epochs > 1 needs rl.clip=true")
-        _check(self.temperature > 0, "rl.temperature must be > 0")
+        _check(self.sampling.temperature > 0, "rl.sampling.temperature must be > 0")
         _check(
             self.num_samples_drawn == 0 or self.num_samples_drawn >= self.num_generations,
             f"rl.num_samples_drawn ({self.num_samples_drawn}) must be 0 or >= rl.num_generations "
             f"({self.num_generations}): K of the N drawn are kept",
         )
         _check(self.oversample_rule in ("max_variance", "random"), "rl.oversample_rule must be 'max_variance' or 'random'")
-        _check(not self.lora or self.lora_r >= 1, "rl.lora_r must be >= 1")
+        self.sampling.validate()
+        self.lora.validate()
 
 
 @dataclass(frozen=True)
@@ -359,6 +366,9 @@ class RLJob:
     model: ModelConfig = field(default_factory=ModelConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        _check_one_engine(self.rl, self.eval)
 
 
 @dataclass(frozen=True)
@@ -405,152 +415,18 @@ class ReproduceJob:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
 
-
-# ----------------------------------------------------------------------------- overrides
-
-
-def flat_fields(cls: type, prefix: str = "") -> dict[str, tuple[dataclasses.Field, Any]]:
-    """Dotted name -> (leaf field, its resolved type), for every leaf of a nested config."""
-    out: dict[str, tuple[dataclasses.Field, Any]] = {}
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        t = hints[f.name]
-        if is_dataclass(t):
-            out.update(flat_fields(t, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = (f, t)
-    return out
+    def check(self) -> None:
+        _check_one_engine(self.rl, self.eval)
 
 
-def resolve_key(cls: type, key: str) -> str:
-    """Full dotted key for `key`; accepts an unambiguous suffix such as `lr` for `sft.lr`."""
-    names = flat_fields(cls)
-    if key in names:
-        return key
-    matches = [n for n in names if n.endswith("." + key)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise ConfigError(f"ambiguous config key {key!r}: say one of {', '.join(sorted(matches))}")
-    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.5)
-    if not close:
-        short = {n.split(".")[-1]: n for n in names}
-        near = difflib.get_close_matches(key.split(".")[-1], list(short), n=1, cutoff=0.6)
-        close = [short[near[0]]] if near else []
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown config key {key!r}{hint}")
+def _check_one_engine(rl: RLConfig, ev: EvalConfig) -> None:
+    """RL samples rollouts and its held-out evaluations with one engine (one copy of the weights)."""
+    _check(rl.sampling.backend == ev.sampling.backend,
+           f"lab rl samples and evaluates with one engine: rl.sampling.backend={rl.sampling.backend} and "
+           f"eval.sampling.backend={ev.sampling.backend} must match (--sampler sets both)")
 
 
-def coerce(value: Any, typ: Any, key: str) -> Any:
-    """Turn a YAML/CLI value into the field's type, or fail naming the key."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return coerce(value, args[0], key)
-    try:
-        if typ is bool:
-            if isinstance(value, bool):
-                return value
-            s = str(value).lower()
-            if s in ("true", "1", "yes", "on"):
-                return True
-            if s in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        if typ is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        if typ is float:
-            return float(value)
-        if typ is str:
-            return str(value)
-        if origin is tuple:
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v] if value else []
-            elem = (typing.get_args(typ) or (str,))[0]
-            return tuple(coerce(v, elem, key) for v in value)
-    except (TypeError, ValueError):
-        name = getattr(typ, "__name__", str(typ))
-        raise ConfigError(f"config key {key!r} wants {name}, got {value!r}") from None
-    return value
-
-
-def _set(cfg: Any, dotted: str, value: Any) -> Any:
-    head, _, rest = dotted.partition(".")
-    if not rest:
-        return replace(cfg, **{head: value})
-    return replace(cfg, **{head: _set(getattr(cfg, head), rest, value)})
-
-
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of `cfg` with dotted overrides applied (coerced to the field types)."""
-    names = flat_fields(type(cfg))
-    for key, value in overrides.items():
-        full = resolve_key(type(cfg), key)
-        cfg = _set(cfg, full, coerce(value, names[full][1], full))
-    return cfg
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def load_preset(path: Path) -> dict[str, Any]:
-    """A YAML preset as flat dotted overrides."""
-    import yaml
-
-    if not path.exists():
-        raise ConfigError(f"preset not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a preset must be a mapping of overrides")
-    return flatten(data)
-
-
-def validate(cfg: Any) -> Any:
-    """Run every section's validate(); return cfg."""
-    for f in fields(cfg):
-        section = getattr(cfg, f.name)
-        if hasattr(section, "validate"):
-            section.validate()
-    return cfg
-
-
-def build(cls: type, preset: dict[str, Any] | None = None, cli: dict[str, Any] | None = None) -> Any:
-    """Defaults < preset < command line, validated."""
-    cfg = apply_overrides(cls(), preset or {})
-    cfg = apply_overrides(cfg, cli or {})
-    return validate(cfg)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def non_defaults(cfg: Any) -> dict[str, Any]:
-    """Flat dotted fields that differ from the defaults (printed at start)."""
-    now, base = flatten(to_dict(cfg)), flatten(to_dict(type(cfg)()))
-    return {k: v for k, v in now.items() if base.get(k) != v}
-
-
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a config from its saved dict (e.g. a run's config.json), ignoring nothing."""
-    return apply_overrides(cls(), flatten(data))
-
-
-def describe(cls: type) -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every leaf: the command line's --help table."""
-    base = flatten(to_dict(cls()))
-    return [(k, base[k], f.metadata.get("help", "")) for k, (f, _) in flat_fields(cls).items()]
+# the command line's commands and the job config each one takes (the stages and experiments
+# that run them: core.commands)
+JOBS: dict[str, type] = {"synth": SynthJob, "sft": SFTJob, "rl": RLJob, "eval": EvalJob,
+                         "budget": BudgetJob, "reproduce": ReproduceJob}

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.config import EvalConfig
-from core.sampling.base import Sampler, derive_seed, encode_prompts
+from core.sampling.protocol import Sampler, derive_seed
+from core.sampling.text import encode_prompts
 from core.tasks.base import Task
-from core.types import Completion, Problem, Trace, Verdict
+from core.types import Completion, Problem
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -47,11 +48,6 @@ def majority_answer(predictions: Sequence[str | None]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def corrected(trace: Trace, verdict: Verdict) -> bool:
-    """A failed attempt followed by a correct final answer (trial-and-error that worked)."""
-    return verdict.correct and trace.num_failed_attempts > 0
-
-
 def sample_rows(
     task: Task, problems: Sequence[Problem], groups: Sequence[Sequence[Completion]]
 ) -> list[dict]:
@@ -66,7 +62,7 @@ def sample_rows(
             "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
             "correct": v.correct, "predicted": v.predicted, "status": v.status,
             "num_attempts": trace.num_attempts, "num_failed_attempts": trace.num_failed_attempts,
-            "corrected": corrected(trace, v),
+            "corrected": trace.failed_then_fixed(v.correct),
         })
     return rows
 

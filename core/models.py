@@ -1,7 +1,8 @@
-"""Load and save policies in Hugging Face format; build the embedded tiny model.
+"""Load and save policies in Hugging Face format; build the embedded tiny model; add LoRA.
 
 Everything is saved with `save_pretrained`, so transformers, PEFT and vLLM all load the same
-folder. Hub ids and local folders go through one function (`load_policy`).
+folder. Hub ids and local folders go through one function (`load_policy`); a model config goes
+through `load_model` (the embedded model or a saved one, on the device and dtype it asks for).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from core.config import LoraConfig, ModelConfig
 from core.hub import hub_reachable, offline_mode
 from core.tasks.pairsum import WORDS
 
@@ -186,3 +188,39 @@ def pick_device(requested: str = "auto") -> str:
     if requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def setup_torch(cfg: ModelConfig, train: bool = False) -> tuple[str, torch.dtype]:
+    """(device, dtype of the weights) for a model config; sets CPU threads. With `train`, 'auto'
+    keeps fp32 weights (training computes in bf16 autocast where it is on): AdamW steps and the
+    EMA anchor's 1% moves on bf16 weights would mostly round away."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported() and not train
+    dtype = torch.bfloat16 if cfg.dtype == "bf16" or (cfg.dtype == "auto" and bf16_ok) else torch.float32
+    return device, dtype
+
+
+def load_model(cfg: ModelConfig, seed: int, train: bool = False) -> tuple[Any, Any]:
+    """A fresh embedded model (when name == 'embedded', initialised from `seed`) or a saved one
+    (a folder or hub id: resolve run names first, `core.store.resolve_checkpoint`); `train`: for
+    SFT or RL (see `setup_torch`)."""
+    device, dtype = setup_torch(cfg, train)
+    if cfg.name == EMBEDDED:
+        spec = TinySpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
+        model, tok = build_tiny_model(spec, seed=seed)
+        return model.to(device=device, dtype=dtype), tok
+    attn = cfg.attn_implementation
+    if attn == "auto":
+        attn = "eager" if device == "cpu" else "sdpa"
+    return load_policy(cfg.name, dtype=dtype, device=device, attn_implementation=attn)
+
+
+def apply_lora(model: Any, cfg: LoraConfig) -> Any:
+    """The model wrapped with LoRA adapters (PEFT) on `cfg.targets`; only the adapters train."""
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+
+    lora = PeftLora(r=cfg.r, lora_alpha=cfg.alpha, target_modules=cfg.target_modules(), lora_dropout=0.0)
+    return get_peft_model(model, lora)

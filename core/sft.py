@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SFTConfig
+from core.optim import make_optimizer
 from core.tasks.base import Task, TaskError
 from core.types import Problem
 
@@ -104,31 +105,6 @@ def response_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     return loss / max(n, 1), n
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear 0->1 over `warmup` steps, then cosine 1->0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def apply_lora(model: Any, cfg: SFTConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0)
-    return get_peft_model(model, lora)
-
-
-def make_optimizer(model: Any, cfg: SFTConfig) -> tuple[torch.optim.Optimizer, Any]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps)
-    )
-    return opt, sched
-
-
 def batches(examples: Sequence[Example], batch_size: int, seed: int, pool: int = 64):
     """Endless shuffled batches of similar length (deterministic in seed).
 
@@ -163,7 +139,8 @@ def train_sft(
     """Train in place. Calls `log(record)` every `cfg.log_every` steps; returns final figures."""
     batch_size = min(cfg.batch_size, len(examples))
     micro = min(cfg.micro_batch_size, batch_size)
-    opt, sched = make_optimizer(model, cfg)
+    opt, sched = make_optimizer(model.parameters(), cfg.lr, cfg.warmup_steps, cfg.max_steps,
+                                betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
     data = batches(examples, batch_size, cfg.seed)
     t0, tokens, last = time.time(), 0, {}

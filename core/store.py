@@ -286,6 +286,37 @@ class Run:
         """The run id (the folder name)."""
         return self.path.name
 
+    @property
+    def stage(self) -> str | None:
+        """The command that made the run (synth, sft, rl, eval, budget, demo, reproduce); None
+        while config.json cannot be read."""
+        try:
+            return self.config().get("stage")
+        except StoreError:
+            return None
+
+    def job_config(self) -> dict:
+        """The resolved config the run was made with (config.json's "config"), {} if none."""
+        cfg = self.config().get("config")
+        return cfg if isinstance(cfg, dict) else {}
+
+    def setting(self, dotted: str, default: Any = None) -> Any:
+        """One value of the run's config by dotted key ("rl.steps", "task.name")."""
+        node: Any = self.job_config()
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def final_checkpoint(self) -> Path | None:
+        """The model the run stands for: checkpoints/final when complete (SFT), else its latest
+        complete step_<N> checkpoint (RL), else None."""
+        final = self.checkpoint_dir("final")
+        if (final / COMPLETE_MARKER).is_file() or (final / "config.json").is_file():
+            return final
+        return self.latest_checkpoint()
+
     # -- paths ---------------------------------------------------------------------------------
 
     @property
@@ -564,17 +595,74 @@ def new_run(runs_dir: Path | str, stage: str, config: dict, run_id: str | None =
     return run
 
 
+def _candidates(path: Path | str, runs_dir: Path | str) -> list[Path]:
+    """Where a path recorded in a run folder (or typed by a user) may be, most direct first:
+    as given (absolute, or from the working directory), under `runs_dir`, and from its run id on:
+    for "runs/sft-x/checkpoints/final" or "/elsewhere/runs/sft-x/...", `runs_dir`/sft-x/...
+    once sft-x is a run there. So stored paths resolve from any working directory and after the
+    runs folder moved."""
+    p, root = Path(path), Path(runs_dir)
+    out = [p]
+    if not p.is_absolute():
+        out.append(root / p)
+    parts = p.parts
+    for i, part in enumerate(parts):
+        if part not in ("/", "..", ".") and is_run_dir(root / part):
+            out.append(root.joinpath(*parts[i:]))
+    return out
+
+
+def resolve_path(path: Path | str, runs_dir: Path | str = "runs") -> Path | None:
+    """The existing file or folder a stored or typed path names (see `_candidates`), or None."""
+    return next((c for c in _candidates(path, runs_dir) if c.exists()), None)
+
+
 def open_run(path_or_id: Path | str, runs_dir: Path | str = "runs") -> Run:
     """The run at a folder path, or with that id under `runs_dir`; StoreError if neither exists.
 
     A folder holding config.json is preferred over a bare folder of the same name.
     """
-    candidates = [Path(path_or_id), Path(runs_dir) / path_or_id]
+    candidates = _candidates(path_or_id, runs_dir)
     for check in (is_run_dir, Path.is_dir):
         for candidate in candidates:
             if check(candidate):
                 return Run(candidate)
     raise StoreError(f"run not found: {path_or_id} (also looked in {runs_dir})")
+
+
+def resolve_checkpoint(name: str, runs_dir: Path | str = "runs") -> str:
+    """A model name as the loaders want it: a run (folder or id) stands for its final checkpoint
+    (`Run.final_checkpoint`), a stored or typed path for the folder it names from here; anything
+    else (a hub id) is returned as it is."""
+    for candidate in _candidates(name, runs_dir):
+        if is_run_dir(candidate) and (candidate / "checkpoints").is_dir():
+            final = Run(candidate).final_checkpoint()
+            if final is not None:
+                return str(final)
+    found = resolve_path(name, runs_dir)
+    return str(found) if found is not None else name
+
+
+def find_runs(runs_dir: Path | str, stage: str | None = None, status: str | None = None,
+              match: dict[str, Any] | None = None, with_checkpoint: bool = False) -> list[Run]:
+    """Runs under `runs_dir`, newest first, of `stage`, in `status` ("complete", ...), whose
+    config has every dotted key of `match` at that value, and (`with_checkpoint`) that hold a
+    model (`Run.final_checkpoint`)."""
+    out = []
+    for run in list_runs(runs_dir):
+        if stage is not None and run.stage != stage:
+            continue
+        if status is not None and run.status() != status:
+            continue
+        if match and any(run.setting(k, _MISSING) != v for k, v in match.items()):
+            continue
+        if with_checkpoint and run.final_checkpoint() is None:
+            continue
+        out.append(run)
+    return out
+
+
+_MISSING = object()
 
 
 def list_runs(runs_dir: Path | str) -> list[Run]:

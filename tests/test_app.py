@@ -74,7 +74,7 @@ def make_runs(root: Path) -> Path:
     """Run folders under root/runs written with core.store, core.synth and the embedded task."""
     from core.evaluate import sample_rows, summarize
     from core.store import append_jsonl, new_run
-    from core.synth import synthesize
+    from core.synth.programmatic import synthesize
     from core.tasks.pairsum import PairSumTask
     from core.types import Completion
 

@@ -19,8 +19,9 @@ from core.budget import (
     sweep_curve,
     truncated_at,
 )
-from core.config import BudgetConfig, BudgetJob, ConfigError, SamplingConfig, build
+from core.config import BudgetConfig, BudgetJob, ConfigError, SamplingConfig
 from core.evaluate import parallel_scaling, pass_at_k
+from core.overrides import build
 from core.types import Completion
 
 EOS = 1
@@ -79,14 +80,16 @@ def _solve(p) -> tuple[int, int]:
 
 
 class RecordingSampler:
-    """Wraps a sampler and records every generate call's inputs (the generic path)."""
+    """Wraps a sampler and records every generate call's inputs (the generic path: no forks)."""
+
+    can_fork = False
 
     def __init__(self, inner) -> None:
         self.inner, self.tokenizer, self.calls = inner, inner.tokenizer, []
 
-    def generate(self, prompt_ids, params, seed, n=1, progress=False):
+    def generate(self, prompt_ids, params, seed, n=1, progress=False, until=None):
         self.calls.append(([list(p) for p in prompt_ids], params))
-        return self.inner.generate(prompt_ids, params, seed, n, progress)
+        return self.inner.generate(prompt_ids, params, seed, n, progress, until=until)
 
     def sync_weights(self, model) -> None:  # pragma: no cover - protocol only
         pass
@@ -217,8 +220,8 @@ def test_summarizer_and_wait_extension_paths(peaked_sampler, pairsum_task) -> No
 
 
 def test_checkpoints_of_an_rl_run(tmp_path: Path) -> None:
+    from core.stages.budget import checkpoints_to_sweep
     from core.store import new_run
-    from core.sweeps import checkpoints_to_sweep
 
     run = new_run(tmp_path, "rl", {"rl": {"init": "", "steps": 100}}, run_id="rl-x")
     run.log_metrics({"step": 0, "init": "/models/sft", "eval/acc": 0.5})

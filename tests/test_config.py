@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import (
-    ConfigError,
-    EvalJob,
-    SFTJob,
+from core.config import BudgetJob, ConfigError, EvalJob, RLJob, SFTJob
+from core.overrides import (
     apply_overrides,
     build,
     describe,
@@ -47,14 +45,46 @@ def test_type_errors_and_validation() -> None:
     with pytest.raises(ConfigError, match="synth.style"):
         build(SFTJob, cli={"synth.style": "fancy"})
     with pytest.raises(ConfigError, match="wants bool"):
-        build(SFTJob, cli={"sft.lora": "maybe"})
+        build(SFTJob, cli={"sft.lora.enabled": "maybe"})
 
 
 def test_coercion() -> None:
     cfg = apply_overrides(EvalJob(), {"eval.sampling.stop": "a,b"})
     assert cfg.eval.sampling.stop == ("a", "b")
-    cfg = build(SFTJob, cli={"sft.lora": "true", "sft.max_steps": "1e3"})
-    assert cfg.sft.lora is True and cfg.sft.max_steps == 1000
+    cfg = build(SFTJob, cli={"sft.lora.enabled": "true", "sft.max_steps": "1e3"})
+    assert cfg.sft.lora.enabled is True and cfg.sft.max_steps == 1000
+
+
+@pytest.mark.parametrize("written", ["16,32,64", "[16,32,64]", "[16, 32, 64]", " [16, 32, 64] "])
+def test_a_list_is_accepted_as_config_prints_it(written) -> None:
+    """Regression: `budget.budgets=[16,32,64]` (what `python -m lab config` prints) failed with
+    "wants tuple, got ['[16', '32', '64]']"; only `16,32,64` worked."""
+    assert build(BudgetJob, cli={"budget.budgets": written}).budget.budgets == (16, 32, 64)
+
+
+def test_a_list_of_strings_in_json_form_keeps_its_escapes() -> None:
+    cfg = build(BudgetJob, cli={"budget.answer_stop": '["\\n", "Answer:"]'})
+    assert cfg.budget.answer_stop == ("\n", "Answer:")
+    assert build(BudgetJob, cli={"budget.answer_stop": "[a, b]"}).budget.answer_stop == ("a", "b")
+
+
+def test_renamed_keys_say_the_new_name_and_old_saved_configs_still_load() -> None:
+    with pytest.raises(ConfigError, match="'rl.lora' was renamed: use 'rl.lora.enabled'"):
+        build(RLJob, cli={"rl.lora": "true"})
+    with pytest.raises(ConfigError, match="use 'rl.sampling.temperature'"):
+        build(RLJob, cli={"rl.temperature": "0.9"})
+    old = to_dict(RLJob())
+    old["rl"] = {k: v for k, v in old["rl"].items() if k not in ("sampling", "lora")}
+    old["rl"].update(temperature=0.9, max_new_tokens=64, lora=True, lora_r=8, eval_problems=50)
+    cfg = from_dict(RLJob, old)  # a config.json written before the sections existed
+    assert (cfg.rl.sampling.temperature, cfg.rl.sampling.max_new_tokens) == (0.9, 64)
+    assert (cfg.rl.lora.enabled, cfg.rl.lora.r, cfg.eval.num_problems) == (True, 8, 50)
+
+
+def test_rl_samples_and_evaluates_with_one_engine() -> None:
+    with pytest.raises(ConfigError, match="must match"):
+        build(RLJob, cli={"rl.sampling.backend": "vllm"})
+    assert build(RLJob, cli={"rl.sampling.backend": "vllm", "eval.sampling.backend": "vllm"})
 
 
 def test_round_trip_and_non_defaults() -> None:
@@ -87,7 +117,7 @@ def test_auto_dtype_keeps_fp32_weights_for_training(monkeypatch) -> None:
 
     import core.models
     from core.config import ModelConfig
-    from core.jobs import setup_torch
+    from core.models import setup_torch
 
     monkeypatch.setattr(core.models, "pick_device", lambda want: "cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

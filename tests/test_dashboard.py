@@ -1,4 +1,4 @@
-"""core.dashboard: the data shaping behind the dashboard pages, on hand-made rows."""
+"""core.report.views: the data shaping behind the dashboard pages, on hand-made rows."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import random
 
 import pytest
 
-from core import dashboard as d
-from core.synth import synthesize_trace
+from core.report import views as d
+from core.synth.programmatic import synthesize_trace
+from core.tasks import reflection_words, trace_parser
+from core.tasks.math import MathTask
 from core.tasks.pairsum import PairSumTask
 
 
@@ -107,15 +109,17 @@ def test_failed_then_fixed_needs_a_failure_and_a_right_answer() -> None:
     assert not d.trace_features(_row(response=straight), "pairsum")["failed_then_fixed"]
 
 
-def test_split_free_text_on_reflection_words() -> None:
-    text = "2x = 6 so x = 3. Wait, let me check: 2*3 = 6. Verify again. So \\boxed{3}"
-    trace = d.split_free_text(text)
-    kinds = [s.kind for s in trace.steps]
-    assert kinds == ["text", "reflection", "reflection", "reflection", "answer"]
-    assert trace.steps[1].text.startswith("Wait")
-    assert "".join(s.text for s in trace.steps).replace(" ", "") == text.replace(" ", "")
-    assert d.reflection_words(text, "math500") == 3
-    assert d.split_free_text("").steps == ()
+def test_math_responses_are_parsed_by_the_tasks_own_parser() -> None:
+    """Regression: the dashboard split free text with its own regexes while evaluation used
+    MathTask.parse_trace, so "failed, then fixed" and eval/corrected_frac could disagree."""
+    text = "2x = 6 so x = 3.\nWait, let me check: 2*3 = 6.\nSo \\boxed{3}\nVerify: 2*3 = 6."
+    trace = trace_parser("math500")(text)
+    assert trace == MathTask.__dict__["parse_trace"](None, text)  # the task's method, no data needed
+    assert [s.kind for s in trace.steps] == ["text", "reflection", "answer", "verify"]
+    feats = d.trace_features(_row(response=text), "math500")
+    assert feats["reflections"] == 1 and feats["verified"] and not feats["failed_then_fixed"]
+    assert feats["reflection_words"] == reflection_words(text, "math500") == 2  # "Wait", "let me check"
+    assert trace_parser("math500")("").steps == ()
 
 
 def test_trace_step_stats_per_step_shares() -> None:
@@ -146,7 +150,7 @@ def test_trace_html_labels_and_escapes() -> None:
         "try 1 + 2 = 3 < 5 larger\ntry 2 + 3 = 5 = 5 ok\ncheck 3 + 2 = 6 no\nwait\nanswer 2 + 3")
     labels = [d.step_label(s) for s in trace.steps]
     assert labels == ["attempt failed", "reflection", "attempt ok", "check no", "wait", "answer"]
-    html = d.trace_html(d.split_free_text("if a <b> then \\boxed{1}"))
+    html = d.trace_html(trace_parser("math500")("if a <b> then \\boxed{1}"))
     assert "&lt;b&gt;" in html and "<b>" not in html
 
 

@@ -8,9 +8,10 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Confi
 
 from core.config import SamplingConfig
 from core.models import build_tokenizer
-from core.sampling.decoder import Decoder, supports
-from core.sampling.hf import HFSampler, left_pad
-from core.sampling.kv_cache import select_rows
+from core.sampling.hf import HFSampler
+from core.sampling.hf.decoder import Decoder, supports
+from core.sampling.hf.kv_cache import select_rows
+from core.sampling.hf.state import left_pad
 
 
 def _model(kind: str, kv_heads: int = 2, seed: int = 0):
@@ -36,7 +37,7 @@ def test_decoder_logits_equal_transformers(kind, kv_heads, read, monkeypatch) ->
     logits are transformers' with a DynamicCache, to float rounding. Decode steps read the
     filled part of the buffers (`views`) or the whole buffers (`whole`); every fresh buffer
     starts out NaN, so a position read before it is written or cleared would show."""
-    from core.sampling import decoder
+    from core.sampling.hf import decoder
 
     monkeypatch.setattr(decoder, "_FULL_READ_SHARE", 99.0 if read == "views" else 0.0)
     fresh = decoder.DecoderCache._allocate

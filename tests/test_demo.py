@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError
-from core.demo import RL_OVERRIDES, stage_presets
+from core.experiments.demo import RL_OVERRIDES, stage_presets
 
 
 def test_preset_keys_go_to_the_stages_that_have_them() -> None:

@@ -26,7 +26,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from core.config import BudgetConfig, RLConfig, SamplingConfig, SFTConfig
+from core.config import BudgetConfig, LoraConfig, RLConfig, SamplingConfig, SFTConfig
 from tests.test_budget import RecordingSampler
 
 DEVICE = os.environ.get("T1_GPU_TEST_DEVICE", "cuda")
@@ -38,7 +38,7 @@ pytestmark = [
 ]
 
 # shapes and RL settings as tests/test_rl_trainer.py and tests/test_sft.py use them
-RL_SMALL = dict(steps=4, prompts_per_step=3, num_generations=4, max_new_tokens=12, micro_batch_size=12,
+RL_SMALL = dict(steps=4, prompts_per_step=3, num_generations=4, sampling=SamplingConfig(temperature=1.2, max_new_tokens=12), micro_batch_size=12,
                 lr=1e-2, warmup_steps=1, eval_every=0, seed=0)
 BUDGET = BudgetConfig(budgets=(4, 8, 16, 24), num_problems=12, num_samples=2, answer_max_tokens=6,
                       sampling=SamplingConfig(temperature=20.0, stop=("ok", "yes")))
@@ -73,7 +73,7 @@ def _peaked(model):
 
 def _prompts(tok, pairsum_task, k: int):
     """Rendered pairsum prompts; their lengths differ, so batches are left-padded."""
-    from core.sampling.base import encode_prompts
+    from core.sampling.text import encode_prompts
 
     prompts = encode_prompts(tok, [pairsum_task.render_prompt(p, tok) for p in pairsum_task.problems("train", k)])
     prompts += encode_prompts(tok, ["numbers 3 9 target 12\n", "numbers 1 2 4 8 16 target 24\ntry"])
@@ -176,17 +176,18 @@ def test_greedy_on_device_equals_greedy_on_cpu(tiny_model_dir, pairsum_task, att
 # ----------------------------------------------------------------------------- RL
 
 
-def _trainer(model_dir, pairsum_task, lora: bool = False, dtype: str = "fp32", attn: str = "eager", **overrides):
-    from core.rl.loop import Trainer
+def _trainer(model_dir, pairsum_task, lora: bool = False, dtype: str = "fp32", attn: str = "eager", lora_r: int = 16,
+             **overrides):
+    from core.models import apply_lora
+    from core.rl.trainer import Trainer
     from core.sampling.hf import HFSampler
-    from core.sft import apply_lora
 
-    cfg = RLConfig(**{**RL_SMALL, "lora": lora, **overrides})
+    cfg = RLConfig(**{**RL_SMALL, "lora": LoraConfig(enabled=lora, r=lora_r), **overrides})
     cfg.validate()
     policy, tok = _load(model_dir, dtype, attn)
     if lora:
         torch.manual_seed(0)
-        policy = apply_lora(policy, cfg)
+        policy = apply_lora(policy, cfg.lora)
     return Trainer(policy, tok, HFSampler(policy, tok), pairsum_task, pairsum_task.problems("train", 64), cfg)
 
 
@@ -251,15 +252,15 @@ def test_rl_two_steps_lora(tiny_model_dir, pairsum_task) -> None:
 def test_sft_short_run(pairsum_task, lora) -> None:
     """A short SFT run on the device under bf16 autocast: finite loss, the weights change (only
     the adapters with LoRA) and, fully fine-tuned, the loss of a fixed batch falls."""
-    from core.models import TinySpec, build_tiny_model
-    from core.sft import apply_lora, build_examples, collate, response_loss, train_sft
-    from core.synth import synthesize
+    from core.models import TinySpec, apply_lora, build_tiny_model
+    from core.sft import build_examples, collate, response_loss, train_sft
+    from core.synth.programmatic import synthesize
 
     model, tok = build_tiny_model(TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), seed=0)
     cfg = SFTConfig(max_steps=30, warmup_steps=2, batch_size=16, micro_batch_size=8, lr=1e-2, log_every=10,
-                    bf16_autocast=True, lora=lora, lora_r=4)
+                    bf16_autocast=True, lora=LoraConfig(enabled=lora, r=4))
     if lora:
-        model = apply_lora(model, cfg)
+        model = apply_lora(model, cfg.lora)
     model.to(DEVICE)
     assert _on_device(model)
     traces = list(synthesize(pairsum_task.problems("train", 64), "t1", 0.8, 0.1, seed=0))

@@ -9,8 +9,10 @@ import torch
 
 from core.config import SamplingConfig
 from core.models import ModelLoadError, build_tokenizer, load_policy, resolve_source
-from core.sampling.base import derive_seed, encode_prompts
-from core.sampling.hf import HFSampler, sample_next
+from core.sampling.hf import HFSampler
+from core.sampling.hf.sampler import sample_next
+from core.sampling.protocol import derive_seed
+from core.sampling.text import encode_prompts
 
 
 def test_tokenizer_round_trip_one_token_per_number() -> None:
@@ -95,7 +97,7 @@ def test_eos_stops_a_row_early(sampler) -> None:
 
 def test_draws_follow_the_distribution() -> None:
     """Sampled frequencies match softmax(logits / T); zero-probability tokens never come."""
-    from core.sampling.hf import _inverse_cdf
+    from core.sampling.hf.sampler import _inverse_cdf
 
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     g = torch.Generator().manual_seed(0)
@@ -139,7 +141,7 @@ def test_growing_kv_cache_gives_dynamic_cache_logits(sampler) -> None:
     with room to spare: the in-place cache yields the logits of transformers' DynamicCache."""
     from transformers import DynamicCache
 
-    from core.sampling.kv_cache import GrowingCache, select_rows
+    from core.sampling.hf.kv_cache import GrowingCache, select_rows
 
     model = sampler.model.eval()
     gen = torch.Generator().manual_seed(0)
@@ -244,7 +246,7 @@ def test_finished_rows_kept_in_the_batch_change_nothing(monkeypatch) -> None:
     """A cache that is slow to drop rows keeps finished ones in the batch for a while: each
     row's tokens and log-probs are those of dropping every row as soon as it ends."""
     from core.models import TinySpec, build_tiny_model
-    from core.sampling.kv_cache import GrowingCache
+    from core.sampling.hf.kv_cache import GrowingCache
 
     model, tok = build_tiny_model(TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
     with torch.no_grad():  # large random weights: greedy output varies with the context
@@ -274,7 +276,7 @@ def test_finished_rows_kept_in_the_batch_change_nothing(monkeypatch) -> None:
 def test_decode_text_equals_the_tokenizers_decode(kind) -> None:
     """`decode_text` (transformers' decoding without its per-id input conversion) gives what
     `tokenizer.decode(ids, skip_special_tokens=True)` does, special tokens and all."""
-    from core.sampling.base import decode_text
+    from core.sampling.text import decode_text
 
     tok = build_tokenizer() if kind == "embedded" else _byte_level_bpe()
     gen = torch.Generator().manual_seed(1)
@@ -295,7 +297,7 @@ def test_generation_ends_where_the_answer_is_settled() -> None:
     """With `until`, a row stops on the token at which its answer is settled (fewer passes)
     and is cut there; the tokens before are those of a run without it (greedy)."""
     from core.models import TinySpec, build_tiny_model
-    from core.sampling.base import decode_text
+    from core.sampling.text import decode_text
 
     model, tok = build_tiny_model(TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
     with torch.no_grad():  # large random weights: greedy output varies with the context
@@ -327,7 +329,7 @@ def test_generation_ends_where_the_answer_is_settled() -> None:
 
 
 def test_settle_cuts_text_ids_and_logprobs() -> None:
-    from core.sampling.base import settle
+    from core.sampling.text import settle
     from core.types import Completion
 
     tok = build_tokenizer()
@@ -344,7 +346,7 @@ def test_trim_to_text_is_the_shortest_covering_prefix() -> None:
     """The fast paths of `trim_to_text` give what a scan over every prefix gives."""
     import random
 
-    from core.sampling.base import decode_text, trim_to_text
+    from core.sampling.text import decode_text, trim_to_text
 
     tok = build_tokenizer()
     rng = random.Random(0)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.notebook_utils import RUNS_ENV, SMOKE_ENV
+from core.notebook import RUNS_ENV, SMOKE_ENV
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

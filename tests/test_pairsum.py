@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from core.synth import search_attempts, synthesize, synthesize_trace
+from core.synth.programmatic import search_attempts, synthesize, synthesize_trace
 from core.tasks.base import TaskError
 from core.tasks.pairsum import PairSumSpec, PairSumTask, make_problem, split_of
 

@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, ReproduceJob, build, load_preset
-from core.reproduce import (
-    Ledger,
-    build_report,
-    curve_slope,
-    finished_seeds,
-    plan,
-    summarize,
-    write_report,
-)
+from core.config import ConfigError, ReproduceJob
+from core.experiments.reproduce.claims import build_report, curve_slope, finished_seeds, summarize
+from core.experiments.reproduce.ledger import Ledger
+from core.experiments.reproduce.plan import plan
+from core.overrides import build, load_preset
+from core.report.reproduce import write_report
 from core.store import new_run
 from tests.conftest import ROOT
 

@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import ROOT
 
 SMALL_RL = [
-    "rl.steps=6", "rl.prompts_per_step=4", "rl.num_generations=4", "rl.max_new_tokens=16",
-    "rl.micro_batch_size=8", "rl.eval_problems=8", "rl.eval_every=0", "rl.save_every=3", "rl.lr=1e-2",
+    "rl.steps=6", "rl.prompts_per_step=4", "rl.num_generations=4", "rl.sampling.max_new_tokens=16",
+    "rl.micro_batch_size=8", "eval.num_problems=8", "eval.sampling.max_new_tokens=16", "rl.eval_every=0", "rl.save_every=3", "rl.lr=1e-2",
 ]
 
 
@@ -75,8 +75,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir) -> 
 @pytest.mark.slow
 def test_lora_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir) -> None:
     """LoRA resumes from the base weights plus the saved adapters, not from the merged checkpoint."""
-    common = ["-q", f"rl.init={tiny_model_dir}", *SMALL_RL, "rl.steps=4", "rl.save_every=2", "rl.lora=true",
-              "rl.lora_r=4", "rl.lr=5e-2"]
+    common = ["-q", f"rl.init={tiny_model_dir}", *SMALL_RL, "rl.steps=4", "rl.save_every=2", "rl.lora.enabled=true",
+              "rl.lora.r=4", "rl.lr=5e-2"]
     full = finish(lab("rl", "--runs-dir", str(tmp_path / "a"), *common))
     assert (tmp_path / "a" / full["run_dir"].split("/")[-1] / "checkpoints/step_4/adapter").is_dir()
     killed = lab("rl", "--runs-dir", str(tmp_path / "b"), "--run-id", "victim", *common)

@@ -7,25 +7,24 @@ import json
 import pytest
 import torch
 
-from core.config import RLConfig, SamplingConfig
+from core.config import LoraConfig, RLConfig, SamplingConfig
 from core.rl import algos
 from core.rl.batch import logprobs_no_grad, pack, place_logprobs
 
-SMALL = dict(steps=4, prompts_per_step=3, num_generations=4, max_new_tokens=12, micro_batch_size=12,
-             lr=1e-2, warmup_steps=1, eval_every=0, seed=0)
+SMALL = dict(steps=4, prompts_per_step=3, num_generations=4, micro_batch_size=12,
+             sampling=SamplingConfig(temperature=1.2, max_new_tokens=12), lr=1e-2, warmup_steps=1, eval_every=0, seed=0)
 
 
-def make_trainer(model_dir, pairsum_task, lora: bool = False, **overrides):
-    from core.models import load_policy
-    from core.rl.loop import Trainer
+def make_trainer(model_dir, pairsum_task, lora: bool = False, lora_r: int = 16, **overrides):
+    from core.models import apply_lora, load_policy
+    from core.rl.trainer import Trainer
     from core.sampling.hf import HFSampler
-    from core.sft import apply_lora
 
-    cfg = RLConfig(**{**SMALL, "lora": lora, **overrides})
+    cfg = RLConfig(**{**SMALL, "lora": LoraConfig(enabled=lora, r=lora_r), **overrides})
     cfg.validate()
     policy, tok = load_policy(str(model_dir), dtype=torch.float32, device="cpu", attn_implementation="eager")
     if lora:
-        policy = apply_lora(policy, cfg)
+        policy = apply_lora(policy, cfg.lora)
     train = pairsum_task.problems("train", 64)
     return Trainer(policy, tok, HFSampler(policy, tok), pairsum_task, train, cfg)
 
@@ -105,8 +104,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
 
     monkeypatch.setattr(algos, "policy_loss", nan_at_step_3)
     code = main(["rl", "-q", "--runs-dir", str(tmp_path), "--run-id", "nan", f"rl.init={tiny_model_dir}",
-                 "rl.steps=4", "rl.prompts_per_step=2", "rl.num_generations=2", "rl.max_new_tokens=8",
-                 "rl.micro_batch_size=4", "rl.eval_problems=4", "rl.eval_every=0", "rl.save_every=1"])
+                 "rl.steps=4", "rl.prompts_per_step=2", "rl.num_generations=2", "rl.sampling.max_new_tokens=8",
+                 "rl.micro_batch_size=4", "eval.num_problems=4", "eval.sampling.max_new_tokens=8", "rl.eval_every=0", "rl.save_every=1"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert code == 2 and len(err) == 1  # one line (besides the loaders' progress bars)
     assert "RL step 3: the loss is nan" in err[0] and "last good checkpoint" in err[0] and "step_2" in err[0]
@@ -135,17 +134,18 @@ def test_bad_settings_are_refused_by_validation(bad, message) -> None:
 
 
 def test_ablation_switches_from_the_command_line() -> None:
-    from core.config import RLJob, build
+    from core.config import RLJob
+    from core.overrides import build
     from lab.cli import _parse_overrides
 
     job = build(RLJob, {}, _parse_overrides([
-        "rl.num_generations=16", "rl.micro_batch_size=32", "rl.temperature=0.9", "rl.penalize_overlong=false",
+        "rl.num_generations=16", "rl.micro_batch_size=32", "rl.sampling.temperature=0.9", "rl.penalize_overlong=false",
         "rl.penalize_repetition=false", "rl.penalize_garbled=false", "rl.anchor=frozen", "rl.entropy_coef=0",
-        "rl.num_samples_drawn=24", "rl.oversample_rule=random", "rl.lora=true", "rl.lora_r=8"]))
+        "rl.num_samples_drawn=24", "rl.oversample_rule=random", "rl.lora.enabled=true", "rl.lora.r=8"]))
     rl = job.rl
-    assert (rl.num_generations, rl.temperature, rl.anchor, rl.entropy_coef) == (16, 0.9, "frozen", 0.0)
+    assert (rl.num_generations, rl.sampling.temperature, rl.anchor, rl.entropy_coef) == (16, 0.9, "frozen", 0.0)
     assert not (rl.penalize_overlong or rl.penalize_repetition or rl.penalize_garbled)
-    assert (rl.num_samples_drawn, rl.oversample_rule, rl.lora, rl.lora_r) == (24, "random", True, 8)
+    assert (rl.num_samples_drawn, rl.oversample_rule, rl.lora.enabled, rl.lora.r) == (24, "random", True, 8)
     for mode in ("ema", "reset", "frozen"):
         assert build(RLJob, {}, _parse_overrides([f"rl.anchor={mode}"])).rl.anchor == mode
     off = build(RLJob, {}, _parse_overrides(["rl.anchor=none", "rl.beta=0"])).rl

@@ -7,19 +7,18 @@ import math
 import pytest
 import torch
 
-from core.config import SFTConfig
-from core.models import TinySpec, build_tiny_model
+from core.config import LoraConfig, SFTConfig
+from core.models import TinySpec, apply_lora, build_tiny_model
+from core.optim import warmup_cosine
 from core.sft import (
     accumulate_gradients,
-    apply_lora,
     build_examples,
     collate,
     render_example,
     response_loss,
     train_sft,
-    warmup_cosine,
 )
-from core.synth import synthesize
+from core.synth.programmatic import synthesize
 from core.tasks.base import TaskError
 
 SMALL = TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
@@ -79,8 +78,8 @@ def test_short_run_changes_weights_and_lowers_loss(pairsum_task) -> None:
 
 def test_lora_trains_adapters_only(pairsum_task) -> None:
     model, tok = build_tiny_model(SMALL, seed=0)
-    cfg = SFTConfig(max_steps=3, warmup_steps=0, batch_size=8, micro_batch_size=8, lora=True, lora_r=4)
-    model = apply_lora(model, cfg)
+    cfg = SFTConfig(max_steps=3, warmup_steps=0, batch_size=8, micro_batch_size=8, lora=LoraConfig(enabled=True, r=4))
+    model = apply_lora(model, cfg.lora)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
     train_sft(model, tok, _examples(pairsum_task, tok, 16), cfg, log=lambda r: None, progress=False)
     for n, p in model.named_parameters():

@@ -11,15 +11,16 @@ from dataclasses import replace
 
 import pytest
 
-from core.config import ConfigError, SamplingConfig, SynthJob, TeacherConfig, build
+from core.config import ConfigError, SamplingConfig, SynthJob, TeacherConfig
+from core.overrides import build
+from core.stages.synth import RunSink
 from core.store import new_run
+from core.synth.teacher import prompts
+from core.synth.teacher.http import TeacherError
+from core.synth.teacher.pipeline import Attempt, plan_trace, run_teacher, split_attempts
+from core.synth.teacher.public import load_public_traces
 from core.tasks.base import TaskError
 from core.tasks.math import MathTask
-from core.teacher import prompts
-from core.teacher.http import TeacherError
-from core.teacher.job import RunSink
-from core.teacher.pipeline import Attempt, plan_trace, run_teacher, split_attempts
-from core.teacher.public import load_public_traces
 from core.types import Completion, Problem
 from tests.conftest import ROOT
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import SynthJob, build
-from core.jobs import run_synth
+from core.config import SynthJob
+from core.overrides import build
+from core.stages.common import Context
+from core.stages.synth import RunSink
+from core.stages.synth import run as run_synth
 from core.store import new_run
 from core.tasks.base import TaskError
-from core.teacher.job import RunSink
 from tests.test_teacher import DATA
 
 STATUSES = ("kept", "too_easy", "too_hard", "unverified", "too_long", "duplicate", "error")
@@ -28,7 +30,7 @@ def job(tiny_model_dir, **extra: str) -> SynthJob:
 def test_tiny_model_teacher_end_to_end_on_five_math500_problems(tiny_model_dir, tmp_path) -> None:
     said: list[str] = []
     run = new_run(tmp_path, "synth", {})
-    out = run_synth(job(tiny_model_dir), run, said.append, progress=False)
+    out = run_synth(job(tiny_model_dir), run, Context(said.append, progress=False))
     rows = RunSink(run).rows()
     assert sorted(r["problem_id"] for r in rows) == ["0", "1", "2", "3", "4"]
     assert sum(out[f"synth/{s}"] for s in STATUSES) == 5 and out["synth/error"] == 0
@@ -46,11 +48,11 @@ def test_tiny_model_teacher_end_to_end_on_five_math500_problems(tiny_model_dir, 
     assert out["synth/teacher_tokens"] > 0 and out["synth/teacher_tokens_per_s"] > 0
     assert any("kept" in line and "unverified" in line for line in said)
     # a rerun of the same run has nothing left to do
-    again = run_synth(job(tiny_model_dir), run, said.append, progress=False)
+    again = run_synth(job(tiny_model_dir), run, Context(said.append, progress=False))
     assert again["synth/resumed"] == 5 and again["synth/teacher_calls"] == 0
 
 
 def test_teacher_refuses_an_evaluation_benchmark_by_name(tiny_model_dir, tmp_path) -> None:
     run = new_run(tmp_path, "synth", {})
     with pytest.raises(TaskError, match="evaluation set"):
-        run_synth(job(tiny_model_dir, **{"task.name": "math500"}), run, lambda s: None, progress=False)
+        run_synth(job(tiny_model_dir, **{"task.name": "math500"}), run, Context(lambda s: None, progress=False))

@@ -18,11 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from core.config import SamplingConfig
+from core.stages.synth import RunSink
 from core.store import new_run, open_run, read_jsonl
+from core.synth.teacher.http import HTTPSampler, TeacherError
+from core.synth.teacher.pipeline import run_teacher
 from core.tasks.math import MathTask
-from core.teacher.http import HTTPSampler, TeacherError
-from core.teacher.job import RunSink
-from core.teacher.pipeline import run_teacher
 from core.types import Problem
 from tests.conftest import ROOT
 from tests.test_teacher import DATA, ListSink, cfg, prompt_kind, scripted_reply

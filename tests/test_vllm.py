@@ -39,7 +39,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from core.config import SFTConfig
     from core.models import build_tiny_model, save_policy
     from core.sft import build_examples, train_sft
-    from core.synth import synthesize
+    from core.synth.programmatic import synthesize
     from core.tasks.pairsum import PairSumTask
 
     task = PairSumTask()
@@ -69,7 +69,7 @@ def engine(policy):
 
 
 def _prompts(tok, k: int = 20) -> list[list[int]]:
-    from core.sampling.base import encode_prompts
+    from core.sampling.text import encode_prompts
     from core.tasks.pairsum import PairSumTask
 
     task = PairSumTask()
@@ -176,12 +176,12 @@ def test_sync_weights_follows_the_trainer(policy, engine) -> None:
 def test_lora_model_syncs_merged(policy, engine) -> None:
     import torch
 
-    from core.config import SFTConfig
+    from core.config import LoraConfig
+    from core.models import apply_lora
     from core.sampling.vllm import merged_state_dict
-    from core.sft import apply_lora
 
     model, tok = policy
-    peft = apply_lora(copy.deepcopy(model), SFTConfig(lora=True, lora_r=4))
+    peft = apply_lora(copy.deepcopy(model), LoraConfig(enabled=True, r=4))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
@@ -210,8 +210,8 @@ def _lab(*args: str) -> dict:
 @pytest.mark.vllm
 def test_one_rl_step_with_vllm(tmp_path, trained_dir) -> None:
     out = _lab("rl", "-q", "--runs-dir", str(tmp_path), f"rl.init={trained_dir}", "rl.steps=2",
-               "rl.prompts_per_step=4", "rl.num_generations=4", "rl.max_new_tokens=32",
-               "rl.micro_batch_size=16", "rl.eval_problems=8", "rl.eval_every=0", "rl.save_every=2",
+               "rl.prompts_per_step=4", "rl.num_generations=4", "rl.sampling.max_new_tokens=32",
+               "rl.micro_batch_size=16", "eval.num_problems=8", "eval.sampling.max_new_tokens=32", "rl.eval_every=0", "rl.save_every=2",
                "rl.lr=1e-2", "eval.sampling.backend=vllm")
     rows = [json.loads(x) for x in open(os.path.join(out["run_dir"], "metrics.jsonl"))]
     steps = [r for r in rows if "reward/mean" in r]

@@ -14,7 +14,7 @@ import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.common import load_metrics, page_header  # noqa: E402
-from core.dashboard import DEFAULT_METRICS, metric_groups, metric_keys, metrics_long  # noqa: E402
+from core.report.views import DEFAULT_METRICS, metric_groups, metric_keys, metrics_long  # noqa: E402
 
 REFRESH_S = 5
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import streamlit as st  # noqa: E402
 
 from app.common import load_sample_steps, load_samples, page_header, pick_run  # noqa: E402
-from core.dashboard import (  # noqa: E402
+from core.report.views import (  # noqa: E402
     PENALTIES,
     SAMPLE_TAGS,
     filter_samples,

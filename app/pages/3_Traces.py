@@ -21,17 +21,11 @@ from app.common import (  # noqa: E402
     load_traces,
     page_header,
     pick_run,
-    run_config,
     task_name,
 )
-from core.dashboard import (  # noqa: E402
-    filter_traces,
-    parse_response,
-    spread,
-    trace_features,
-    trace_html,
-)
-from core.store import Run  # noqa: E402
+from core.report.views import filter_traces, spread, trace_features, trace_html  # noqa: E402
+from core.store import Run, StoreError  # noqa: E402
+from core.tasks import trace_parser  # noqa: E402
 
 PAGE_SIZE = 10
 STATS_ROWS = 2000  # structure figures over at most this many responses (parsing costs ~25 us each)
@@ -52,7 +46,10 @@ def sources(run: Run) -> list[str]:
 
 
 def eval_name(run: Run) -> str | None:
-    return run_config(run).get("config", {}).get("eval", {}).get("split")
+    try:
+        return run.setting("eval.split")
+    except StoreError:
+        return None
 
 
 runs = [r for r in page_header("Traces") if sources(r)]
@@ -110,4 +107,4 @@ for row in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
                 f"{f['reflection_words']} reflection words · "
                 f"{'verified' if f['verified'] else 'no verification'}"
                 + (f" · {row['num_tokens']} tokens" if "num_tokens" in row else ""))
-    box.markdown(trace_html(parse_response(str(row.get("response", "")), task)), unsafe_allow_html=True)
+    box.markdown(trace_html(trace_parser(task)(str(row.get("response", "")))), unsafe_allow_html=True)

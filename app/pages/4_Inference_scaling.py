@@ -13,7 +13,7 @@ import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.common import load_curves, page_header  # noqa: E402
-from core.dashboard import curve_points, curve_progress, curves_live, parallel_points  # noqa: E402
+from core.report.views import curve_points, curve_progress, curves_live, parallel_points  # noqa: E402
 
 REFRESH_S = 3
 X = alt.Scale(type="log", base=2)

@@ -1,11 +1,12 @@
-"""Samplers: one protocol, backends loaded lazily (vLLM is imported only when chosen)."""
+"""Samplers: one protocol (`protocol.py`), text helpers (`text.py`), backends loaded lazily:
+`hf/` (transformers) when chosen, `vllm.py` only when chosen."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from core.config import ConfigError, SamplingConfig
-from core.sampling.base import Sampler, derive_seed
+from core.sampling.protocol import Sampler, derive_seed
 
 __all__ = ["Sampler", "derive_seed", "make_sampler"]
 
@@ -21,7 +22,7 @@ def make_sampler(
 ) -> Sampler:
     """The sampler for `backend` ("hf" or "vllm"); `cfg` carries the vLLM engine settings."""
     if backend == "hf":
-        from core.sampling.hf import HFSampler
+        from core.sampling.hf.sampler import HFSampler
 
         return HFSampler(model, tokenizer, **kwargs)
     if backend == "vllm":

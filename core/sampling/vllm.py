@@ -49,7 +49,8 @@ from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from core.config import SamplingConfig  # noqa: E402
-from core.sampling.base import derive_seed, tokens_containing, trim_to_text  # noqa: E402
+from core.sampling.protocol import AnswerEnd, derive_seed  # noqa: E402
+from core.sampling.text import settle, tokens_containing, trim_to_text  # noqa: E402
 from core.types import Completion  # noqa: E402
 
 GIB = 1024**3
@@ -70,6 +71,8 @@ class VLLMSampler:
 
     The engine keeps its own copy of the weights: call `sync_weights(model)` after each update.
     """
+
+    can_fork = False
 
     def __init__(self, model: Any, tokenizer: Any, cfg: SamplingConfig | None = None) -> None:
         cfg = cfg or SamplingConfig()
@@ -134,8 +137,10 @@ class VLLMSampler:
         seed: int,
         n: int = 1,
         progress: bool = False,
+        until: AnswerEnd | None = None,
     ) -> list[list[Completion]]:
-        """Completions grouped per prompt: result[i][j] is sample j of prompt i."""
+        """Completions grouped per prompt: result[i][j] is sample j of prompt i; with `until`,
+        each is cut after generation where its answer is settled (`core.sampling.text.settle`)."""
         self._wake()
         rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
         stop_ids = self._stop_token_ids(params.stop)
@@ -151,7 +156,8 @@ class VLLMSampler:
         outputs = self.llm.generate(requests, sampling, use_tqdm=progress)
         out: list[list[Completion]] = [[] for _ in prompt_ids]
         for (i, j), o in zip(rows, outputs):
-            out[i].append(completion(self.tokenizer, list(o.outputs[0].token_ids), params.stop, i, j))
+            c = completion(self.tokenizer, list(o.outputs[0].token_ids), params.stop, i, j)
+            out[i].append(c if until is None else settle(self.tokenizer, c, until))
         if self._sleep:
             self.llm.sleep(level=2)
             self._asleep = True
@@ -174,7 +180,7 @@ class VLLMSampler:
 
 
 def completion(tokenizer: Any, gen: list[int], stops: tuple[str, ...], i: int, j: int) -> Completion:
-    """A Completion from generated ids, cut as `hf.py` cuts: after EOS, then after a stop string."""
+    """A Completion from generated ids, cut as the transformers backend cuts: after EOS, then after a stop string."""
     eos_id = tokenizer.eos_token_id
     finish = "length"
     if eos_id in gen:

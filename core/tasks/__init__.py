@@ -1,1 +1,48 @@
-"""Tasks: problem sources, prompt rendering and answer checking."""
+"""Tasks: problem sources, prompt rendering, answer checking and trace parsing.
+
+`make_task` builds the task a config names: the embedded pairsum task, or a math data set (a
+benchmark short name, a hub id or a local .jsonl). Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.config import TaskConfig
+from core.tasks import math as math_task
+from core.tasks import pairsum
+from core.tasks.base import Task, TaskError
+from core.types import Problem, Trace
+
+__all__ = ["Task", "TaskError", "make_task", "reflection_words", "task_problems", "trace_parser"]
+
+
+def make_task(cfg: TaskConfig) -> Task:
+    """The embedded task or a math data set (short name, hub id or .jsonl path)."""
+    if cfg.name == "pairsum":
+        spec = pairsum.PairSumSpec(cfg.num_count, cfg.max_value, cfg.heldout_frac, cfg.sorted_numbers)
+        return pairsum.PairSumTask(spec, seed=cfg.seed)
+    return math_task.MathTask(cfg.name)  # loads its data set here: a bad source fails now
+
+
+def task_problems(task: Task, split: str, limit: int) -> list[Problem]:
+    """`limit` problems of `split` (0 = all of a finite data set); TaskError when there are none."""
+    problems = task.problems(split, limit or None)
+    if not problems:
+        raise TaskError(f"task {task.name!r} has no {split} problems")
+    return problems
+
+
+def trace_parser(task_name: str | None) -> Callable[[str], Trace]:
+    """The task's own trace parser by task name, without loading its data (the dashboard reads
+    runs of any task): the embedded task's, else the free-text one of math tasks."""
+    if task_name == "pairsum":
+        return pairsum.parse_trace
+    return math_task.parse_trace
+
+
+def reflection_words(text: str, task_name: str | None) -> int:
+    """How many reflection words a response holds (embedded: larger/smaller/wait; math: wait,
+    alternatively, let me check, hmm, but, mistake ...)."""
+    pattern = pairsum.REFLECTION_RE if task_name == "pairsum" else math_task.REFLECTION_RE
+    return len(pattern.findall(text))

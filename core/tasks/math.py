@@ -54,7 +54,7 @@ _HUB_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 _ID_FIELDS = ("id", "idx", "unique_id")
 _META_FIELDS = ("subject", "level", "solution", "url", "year")
 _NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
-_REFLECTION_RE = re.compile(
+REFLECTION_RE = re.compile(
     r"\b(wait|alternatively|let me verify|let me check|hmm+|but|mistake)\b", re.IGNORECASE
 )
 _VERIFY_RE = re.compile(r"\b(verif\w*|check\w*|confirm\w*|substitut\w*|plug\w*)", re.IGNORECASE)
@@ -282,24 +282,28 @@ class MathTask:
         return matching_brace("{" + answer, 0)  # the "{" shifts indices by one: just past the "}"
 
     def parse_trace(self, response: str) -> Trace:
-        """Heuristic line classification: answer (has \\boxed) > verify (check words after the
-        answer) > reflection (wait / but / hmm ...) > text. `ok` stays None: free text
-        cannot be judged line by line."""
-        steps: list[TraceStep] = []
-        answered = False
-        for line in (ln.strip() for ln in response.splitlines()):
-            if not line:
-                continue
-            if "\\boxed" in line or "\\fbox" in line:
-                kind, answered = "answer", True
-            elif answered and _VERIFY_RE.search(line):
-                kind = "verify"
-            elif _REFLECTION_RE.search(line):
-                kind = "reflection"
-            else:
-                kind = "text"
-            steps.append(TraceStep(kind=kind, text=line))  # type: ignore[arg-type]
-        return Trace(steps=tuple(steps))
+        return parse_trace(response)
+
+
+def parse_trace(response: str) -> Trace:
+    """Free-text reasoning, line by line: answer (has \\boxed) > verify (check words after
+    the answer) > reflection (wait / but / hmm ...) > text. `ok` stays None: free text
+    cannot be judged line by line."""
+    steps: list[TraceStep] = []
+    answered = False
+    for line in (ln.strip() for ln in response.splitlines()):
+        if not line:
+            continue
+        if "\\boxed" in line or "\\fbox" in line:
+            kind, answered = "answer", True
+        elif answered and _VERIFY_RE.search(line):
+            kind = "verify"
+        elif REFLECTION_RE.search(line):
+            kind = "reflection"
+        else:
+            kind = "text"
+        steps.append(TraceStep(kind=kind, text=line))  # type: ignore[arg-type]
+    return Trace(steps=tuple(steps))
 
 
 def _short_name(hub_id: str) -> str:

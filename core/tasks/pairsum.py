@@ -27,6 +27,8 @@ from core.types import Problem, Trace, TraceStep, Verdict
 
 ANSWER_CUE = "answer"
 REFLECT_UP, REFLECT_DOWN = "larger", "smaller"
+# the words a reflection is made of: "larger"/"smaller" follow a failed try
+REFLECTION_RE = re.compile(r"\b(larger|smaller|wait)\b")
 # Every word the task writes; the embedded tokenizer gives each one (and each number) one token.
 WORDS = (
     "numbers", "target", "try", "+", "-", "=", "<", ">", REFLECT_UP, REFLECT_DOWN,
@@ -172,11 +174,17 @@ class PairSumTask:
         return Verdict(correct=ok, predicted=f"{a} + {b}")
 
     def parse_trace(self, response: str) -> Trace:
-        steps: list[TraceStep] = []
-        for line in response.splitlines():
-            if line.strip():
-                steps.extend(_classify(line.strip()))
-        return Trace(tuple(steps))
+        return parse_trace(response)
+
+
+def parse_trace(response: str) -> Trace:
+    """Attempts (ok when the sum is right and meets the target), their reflections
+    ("larger"/"smaller"), checks, "wait" lines and the answer, line by line."""
+    steps: list[TraceStep] = []
+    for line in response.splitlines():
+        if line.strip():
+            steps.extend(_classify(line.strip()))
+    return Trace(tuple(steps))
 
 
 def _classify(line: str) -> list[TraceStep]:

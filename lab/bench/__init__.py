@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def pick_model(name: str | None, runs_dir: str) -> str | None:
     """The model folder of `name` (a folder or run), else of the newest SFT run; None if none."""
-    from core.jobs import latest_sft_checkpoint, resolve_model_path
+    from core.stages.common import latest_sft_checkpoint
+    from core.store import resolve_model_path
     from core.tasks.base import TaskError
 
     if name is not None:

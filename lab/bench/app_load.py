@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.dashboard import (
+from core.report.views import (
     DEFAULT_METRICS,
     filter_samples,
     metric_keys,
@@ -38,7 +38,7 @@ from core.dashboard import (
     step_overview,
 )
 from core.store import Run, new_run
-from core.synth import synthesize
+from core.synth.programmatic import synthesize
 from core.tasks.pairsum import PairSumTask
 
 TARGETS_S = {"rollouts_s": 0.5, "training_s": 1.0}

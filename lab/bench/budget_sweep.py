@@ -31,8 +31,9 @@ from dataclasses import replace
 
 from core.budget import generate_sweep, sweep_curve
 from core.config import BudgetConfig, TaskConfig
-from core.sampling.base import derive_seed, encode_prompts
 from core.sampling.hf import HFSampler
+from core.sampling.protocol import derive_seed
+from core.sampling.text import encode_prompts
 from core.tasks.pairsum import PairSumTask
 from lab.bench import pick_model
 

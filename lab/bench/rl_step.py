@@ -139,7 +139,7 @@ class Ours:
 
     def __init__(self, model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace) -> None:
         from core.config import RLConfig
-        from core.rl.loop import Trainer
+        from core.rl.trainer import Trainer
         from core.sampling.hf import HFSampler
 
         torch.manual_seed(SEED)

@@ -40,7 +40,7 @@ SEED = 1234
 
 def tiny_model(path: str | None) -> tuple[Any, Any, list[list[int]]]:
     from core.models import build_tiny_model, load_policy
-    from core.sampling.base import encode_prompts
+    from core.sampling.text import encode_prompts
     from core.tasks.pairsum import PairSumTask
 
     model, tok = load_policy(path) if path else build_tiny_model(seed=0)

@@ -1,4 +1,4 @@
-"""Altair charts shared by the budget sweep, the report and the notebooks. Torch-free."""
+"""Altair charts shared by the budget sweep, the reports and the notebooks. Torch-free."""
 
 from __future__ import annotations
 
@@ -62,18 +62,3 @@ def parallel_chart(curves: Sequence[dict]) -> Any:
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])), color="checkpoint:N",
         strokeDash="kind:N", tooltip=["checkpoint:N", "kind:N", "k:Q", "tokens:Q", "accuracy:Q"],
     ).properties(title="Sequential (budget) vs parallel (maj@k, pass@k) scaling", width=420, height=260)
-
-
-def html_page(title: str, body_html: str, chart: Any | None) -> str:
-    """A self-contained HTML page: a heading, `body_html`, then the chart with vega inlined
-    (no network needed to view it; needs the vl-convert-python package)."""
-    import html
-
-    head = f"<h1>{html.escape(title)}</h1>\n{body_html}\n"
-    style = "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;border-bottom:1px solid #ddd}</style>"
-    if chart is None:
-        return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{style}</head><body>{head}</body></html>"
-    page = chart.to_html(inline=True)
-    page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>{style}", 1)
-    at = page.rfind("<body>") + len("<body>")  # the last one: the inlined vega code holds the text too
-    return page[:at] + "\n" + head + page[at:]

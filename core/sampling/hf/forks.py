@@ -5,7 +5,7 @@ cut after B tokens. Re-running the model over prompt + B tokens for each budget 
 prefill per budget (about a third of a whole generation each, measured on the embedded
 model). Instead, once the KV cache holds exactly B generated tokens (one step after the B-th
 was sampled, so the fork feeds only the cue), the rows that still need an answer are copied
-out of it into a cache with room for the answer (`core.sampling.kv_cache.select_rows`: the
+out of it into a cache with room for the answer (`core.sampling.hf.kv_cache.select_rows`: the
 direct decoder's cache or a `GrowingCache`), the answer cue is fed after the truncated prefix,
 and a short answer is decoded; the main rows go on untouched (their random stream is not used
 by the forks, and rows that ended but still wait in the batch are skipped, not dropped, so they
@@ -22,21 +22,22 @@ sweep ratios 1.25 against 1.27 and 1.25 against 1.22 (no gain out of the noise).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from core.config import SamplingConfig
-from core.sampling.base import AnswerEnd
-from core.sampling.hf import DecodeState, HFSampler, left_pad
-from core.sampling.kv_cache import select_rows
+from core.sampling.hf.kv_cache import select_rows
+from core.sampling.hf.state import DecodeState, left_pad
+from core.sampling.protocol import AnswerEnd, ForkPlan
 from core.types import Completion
+
+if TYPE_CHECKING:
+    from core.sampling.hf.sampler import HFSampler
 
 # positions for the answer in a fork's first KV buffers (more are added when an answer runs on)
 FORK_ROOM = 8
-# (tokens generated so far by one row, budget) -> the cue ids (at least one) to append to its
-# first `budget` tokens to force an answer, or None (no fork)
-ForkPlan = Callable[[list[int], int], Sequence[int] | None]
 # budget -> (prompt index, sample index) -> the forced answer (cue excluded)
 Forks = dict[int, dict[tuple[int, int], Completion]]
 

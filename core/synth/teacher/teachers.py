@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from core.config import SamplingConfig, TeacherConfig
-from core.teacher.http import HTTPSampler, api_key_from_env, is_http_spec
+from core.config import ModelConfig, SamplingConfig, TeacherConfig
+from core.sampling import make_sampler
+from core.sampling.text import encode_prompts
+from core.store import resolve_checkpoint
+from core.synth.teacher.http import HTTPSampler, api_key_from_env, is_http_spec
 from core.types import Completion
 
 
@@ -44,16 +47,12 @@ class LocalTeacher:
 
     def __init__(self, name: str, model: Any, tokenizer: Any, backend: str = "hf",
                  sampling: SamplingConfig | None = None):
-        from core.sampling import make_sampler
-
         self.name = name
         self.tokenizer = tokenizer
         self.sampler = make_sampler(backend, model, tokenizer, sampling)
 
     def complete(self, prompts: Sequence[str], params: SamplingConfig, seed: int,
                  n: int = 1) -> list[list[Completion]]:
-        from core.sampling.base import encode_prompts
-
         texts = [render_user_message(self.tokenizer, p) for p in prompts]
         return self.sampler.generate(encode_prompts(self.tokenizer, texts), params, seed, n)
 
@@ -68,11 +67,9 @@ def open_teacher(spec: str, cfg: TeacherConfig, runs_dir: str = "runs") -> Teach
             spec, api=cfg.http_api, api_key=api_key_from_env(cfg.api_key_env),
             timeout_s=cfg.timeout_s, retries=cfg.retries, concurrency=cfg.concurrency,
         )
-    from core.config import ModelConfig
-    from core.jobs import load_model, resolve_model_path
+    from core.models import load_model  # torch: only when a local teacher is opened
 
-    path = resolve_model_path(spec, runs_dir)
-    model, tok = load_model(ModelConfig(name=path), seed=0)
+    model, tok = load_model(ModelConfig(name=resolve_checkpoint(spec, runs_dir)), seed=0)
     return LocalTeacher(spec, model, tok, cfg.sampling.backend, cfg.sampling)
 
 

@@ -1,45 +1,14 @@
-"""The Sampler protocol shared by the transformers and vLLM backends. Torch-free."""
+"""Token and text helpers the samplers share: prompt encoding, fast decoding, stop tables, and
+cutting a completion where its answer is settled. Torch-free."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
-from core.config import SamplingConfig
+from core.sampling.protocol import AnswerEnd
 from core.types import Completion
-
-# the text generated after an answer cue -> where the answer in it is settled (an index into
-# it), or None while more text could change it (see `core.tasks.base.Task.answer_end`)
-AnswerEnd = Callable[[str], int | None]
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from (run seed, step, problem, sample, ...): stable across processes."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-class Sampler(Protocol):
-    """Generates `n` completions per prompt. Same seed, same inputs -> same outputs."""
-
-    tokenizer: Any
-
-    def generate(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        params: SamplingConfig,
-        seed: int,
-        n: int = 1,
-        progress: bool = False,
-    ) -> list[list[Completion]]:
-        """Completions grouped per prompt: result[i][j] is sample j of prompt i."""
-        ...
-
-    def sync_weights(self, model: Any) -> None:
-        """Make the sampler use `model`'s current weights (a no-op when it shares them)."""
-        ...
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:

@@ -8,23 +8,18 @@ lot in length; (c) reports finish reasons and exact token ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
-from core.sampling.base import (
-    AnswerEnd,
-    decode_text,
-    settle,
-    token_texts,
-    tokens_containing,
-    trim_to_text,
-)
-from core.sampling.decoder import Decoder, DecoderCache, supports
+from core.sampling.hf.decoder import Decoder, DecoderCache, supports
+from core.sampling.hf.forks import generate_forked
+from core.sampling.hf.state import DecodeHook, DecodeState, left_pad
+from core.sampling.protocol import AnswerEnd, ForkPlan
+from core.sampling.text import decode_text, settle, token_texts, tokens_containing, trim_to_text
 from core.types import Completion
 
 
@@ -71,42 +66,10 @@ def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator, chunk: int = 1
     return pick
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int,
-              device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[R, W] ids and attention mask of `rows` left-padded to the longest, each built in one
-    call from lists (a tensor per row took 4-5 ms for 500 rows, this 0.4-1 ms)."""
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return ids.to(device), mask.to(device)
-
-
-@dataclass
-class DecodeState:
-    """The decode loop between two forward passes. Rows of the tensors are live rows only.
-
-    t: tokens generated so far by the longest-running rows; cache: KV of everything fed so far
-    (prompt + all but the last generated token); mask: [R, W] attention mask of the cache plus
-    the pending token; step_ids / step_pos: [R, 1] the pending token and its position;
-    live: [R] original row index of each live row; generated: per original row, its tokens;
-    finished: [R] bool or None, rows that have ended but are still in the batch (a cache that is
-    slow to drop rows keeps a few; they are dropped with the next ones)."""
-
-    t: int
-    cache: Any
-    mask: torch.Tensor
-    step_ids: torch.Tensor
-    step_pos: torch.Tensor
-    live: torch.Tensor
-    generated: list[list[int]]
-    finished: torch.Tensor | None = None
-
-
-DecodeHook = Callable[[DecodeState], None]
-
-
 class HFSampler:
     """Sampler over a transformers causal LM (shares the trainer's weights: no sync needed)."""
+
+    can_fork = True
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
@@ -118,6 +81,15 @@ class HFSampler:
 
     def sync_weights(self, model: Any) -> None:
         self.model = model
+
+    def generate_forked(
+        self, prompt_ids: list[list[int]], params: SamplingConfig, seed: int, n: int,
+        budgets: Sequence[int], plan: ForkPlan, answer_params: SamplingConfig, answer_seed: int,
+        progress: bool = False, until: AnswerEnd | None = None,
+    ) -> tuple[list[list[Completion]], dict[int, dict[tuple[int, int], Completion]]]:
+        """`Sampler.generate_forked`: see `core.sampling.hf.forks`."""
+        return generate_forked(self, prompt_ids, params, seed, n, budgets, plan, answer_params,
+                               answer_seed, progress, until)
 
     @property
     def device(self) -> str:
@@ -133,7 +105,7 @@ class HFSampler:
         until: AnswerEnd | None = None,
     ) -> list[list[Completion]]:
         """`Sampler.generate`; with `until`, a response also ends where its answer is settled
-        (`core.sampling.base.settle`: early, and cut there)."""
+        (`core.sampling.text.settle`: early, and cut there)."""
         rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
         out: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -258,7 +230,7 @@ class HFSampler:
 
     def _start(self, prompts: list[Sequence[int]], params: SamplingConfig) -> DecodeState:
         """The state before the first forward pass: left-padded prompts, empty cache (the direct
-        decoder's when it covers the model, see `core.sampling.decoder`)."""
+        decoder's when it covers the model, see `core.sampling.hf.decoder`)."""
         from transformers import DynamicCache
 
         ids, mask = left_pad(prompts, self.pad_id, self.device)

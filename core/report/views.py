@@ -1,4 +1,7 @@
-"""Data shaping for the dashboard (app/): pure functions over rows read by core.store.
+"""Data shaping for the dashboard (app/) and notebooks: pure functions over rows read by core.store.
+
+Responses are parsed by their task's own trace parser (`core.tasks.trace_parser`), the one
+evaluation uses, so "failed, then fixed" means the same here and in `eval/corrected_frac`.
 
 No Streamlit and no torch here, so every function is unit-tested on plain dicts. Frames are
 pandas DataFrames in long format (one row per plotted value), the shape altair wants.
@@ -17,13 +20,12 @@ Row shapes (written by the RL loop, the teacher and the budget sweep):
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 
+from core.tasks import reflection_words, trace_parser
 from core.types import Trace, TraceStep
 
 PENALTIES = ("overlong", "repetitive", "garbled")
@@ -34,12 +36,6 @@ HEADLINE_KEYS = ("eval/acc", "eval/acc_gain", "eval/corrected_frac", "eval/len_m
 # Metrics selected on the Training page when the user has not chosen yet.
 DEFAULT_METRICS = ("reward/mean", "rollout/acc", "eval/acc", "rollout/len_mean", "loss/sft")
 _NOT_METRICS = ("step", "wall_time")
-# Free-text (math) responses: a reflection starts at one of these cues.
-_FREE_REFLECTION_RE = re.compile(
-    r"\b(wait|let me check|let me verify|let me double[- ]check|verify|hmm+|alternatively|"
-    r"but|mistake)\b", re.IGNORECASE)
-# Embedded task: the words a reflection is made of ("larger"/"smaller" follow a failed try).
-_PAIRSUM_REFLECTION_RE = re.compile(r"\b(larger|smaller|wait)\b")
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -190,62 +186,16 @@ def step_overview(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------- traces
 
 
-@lru_cache(maxsize=1)
-def _pairsum_task() -> Any:
-    from core.tasks.pairsum import PairSumTask
-
-    return PairSumTask()
-
-
-def split_free_text(text: str) -> Trace:
-    """Free text -> steps: each reflection cue ("wait", "let me check", "verify", ...) starts a
-    "reflection" step; the sentence holding \\boxed starts the "answer"; the rest is "text"."""
-    answers = {max(text.rfind(end, 0, m.start()) for end in ".!?\n") + 1
-               for m in re.finditer(r"\\boxed", text)}
-    starts = sorted({0, *answers, *(m.start() for m in _FREE_REFLECTION_RE.finditer(text))})
-    steps = []
-    for begin, end in zip(starts, [*starts[1:], len(text)]):
-        piece = text[begin:end].strip()
-        if not piece:
-            continue
-        if "\\boxed" in piece:
-            kind = "answer"
-        elif _FREE_REFLECTION_RE.match(piece):
-            kind = "reflection"
-        else:
-            kind = "text"
-        steps.append(TraceStep(kind, piece))  # type: ignore[arg-type]
-    return Trace(tuple(steps))
-
-
-def parse_response(text: str, task_name: str | None) -> Trace:
-    """Structure of a response: the embedded task's own parser, else the free-text split."""
-    if task_name == "pairsum":
-        return _pairsum_task().parse_trace(text)
-    return split_free_text(text)
-
-
-def reflection_words(text: str, task_name: str | None) -> int:
-    """How many reflection words a response holds (embedded: larger/smaller/wait)."""
-    pattern = _PAIRSUM_REFLECTION_RE if task_name == "pairsum" else _FREE_REFLECTION_RE
-    return len(pattern.findall(text))
-
-
-def failed_then_fixed(trace: Trace, correct: bool) -> bool:
-    """A failed attempt, then a correct final answer (the definition core.evaluate reports)."""
-    return bool(correct) and trace.num_failed_attempts > 0
-
-
 def trace_features(row: Mapping[str, Any], task_name: str | None) -> dict[str, Any]:
     """Structure counts of one response row: attempts, failed, reflections, verification.
 
     A row without "correct" is a teacher's trace, correct by construction."""
     text = str(row.get("response", ""))
-    trace = parse_response(text, task_name)
+    trace = trace_parser(task_name)(text)
     return {"attempts": trace.num_attempts, "failed_attempts": trace.num_failed_attempts,
             "reflections": trace.num_reflections, "reflection_words": reflection_words(text, task_name),
             "verified": trace.has_verification,
-            "failed_then_fixed": failed_then_fixed(trace, bool(row.get("correct", True)))}
+            "failed_then_fixed": trace.failed_then_fixed(bool(row.get("correct", True)))}
 
 
 def trace_step_stats(rows_by_step: Mapping[int, Sequence[Mapping[str, Any]]],

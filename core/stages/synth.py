@@ -1,4 +1,6 @@
-"""`python -m lab synth` with teacher.models (LLM teachers) or teacher.dataset (public data).
+"""`python -m lab synth`: training traces from the programmatic teacher (embedded task), LLM
+teachers (teacher.models: T1's attempts -> critiques -> merge -> rewrite) or public data
+(teacher.dataset).
 
 Kept traces go to the run's traces (what `lab sft sft.data=RUN` trains on); rejected and
 failed problems go to the rejected rows next to them, so a rerun (`--resume RUN`) knows what
@@ -8,14 +10,67 @@ is done and `lab sft` never sees them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from core.config import SynthJob
-from core.store import Run
-from core.tasks.base import TaskError
+from tqdm.auto import tqdm
 
-Say = Callable[[str], None]
+from core.config import SynthJob
+from core.stages.common import Context, Say, check_backends, check_model, check_task
+from core.store import Run
+from core.synth.programmatic import synthesize
+from core.synth.teacher.http import is_http_spec
+from core.synth.teacher.pipeline import run_teacher
+from core.synth.teacher.public import load_public_traces
+from core.synth.teacher.teachers import open_teachers
+from core.tasks import TaskError, make_task, task_problems
+from core.tasks.math import BENCHMARKS, MathTask
+
+
+def preflight(job: SynthJob, runs_dir: Path | str) -> None:
+    """Teacher models and a local public data file must exist, the task must load."""
+    check_backends(job.teacher.sampling)
+    if job.teacher.dataset and Path(job.teacher.dataset).suffix:
+        load_public_traces(job.teacher.dataset, limit=1)
+    for spec in (*job.teacher.models, job.teacher.critic):
+        if spec and not is_http_spec(spec):
+            check_model(spec, runs_dir)
+    check_task(job.task)
+
+
+def run(job: SynthJob, run: Run, ctx: Context) -> dict:
+    """Write T1-shaped (or plain) traces for the task's training problems. A rerun on the same
+    run (--resume) skips problems that already have a trace."""
+    if job.teacher.models or job.teacher.dataset:
+        return run_teacher_synth(job, run, ctx)
+    if job.task.name != "pairsum":
+        raise TaskError("the programmatic teacher only knows the embedded task (task.name=pairsum); "
+                        "for a math task name LLM teachers: teacher.models=MODEL_OR_URL[,...]")
+    t0, say = time.time(), ctx.say
+    task = make_task(job.task)
+    problems = task_problems(task, "train", job.synth.num_problems)
+    s = job.synth
+    say(f"synthesizing {len(problems)} {s.style} traces (guided_prob={s.guided_prob}, slip_prob={s.slip_prob})")
+    done = {t.get("problem_id") for t in run.traces()}
+    batch: list[dict] = []
+    failed = slips = 0
+    for trace in tqdm(synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed),
+                      total=len(problems), desc="synth", unit="trace", disable=not ctx.progress):
+        if trace["problem_id"] in done:
+            continue
+        batch.append(trace)
+        failed += trace["num_failed"] > 0
+        slips += trace["num_slips"]
+        if len(batch) >= 2000:
+            run.append_traces(batch)
+            batch = []
+    run.append_traces(batch)
+    out = {"synth/num_traces": len(problems), "synth/with_failed_attempt_frac": failed / len(problems),
+           "synth/slips": slips, "time_s": time.time() - t0}
+    say(f"wrote {len(problems)} traces to {run.traces_path} ({out['synth/with_failed_attempt_frac']:.0%} "
+        "contain a failed attempt)")
+    return out
+
+
 class RunSink:
     """Kept rows -> run.append_traces; other rows -> synth/rejected.jsonl. Both appended
     (one write + fsync per problem), so a killed run loses at most the problem in flight."""
@@ -39,8 +94,6 @@ class RunSink:
 def training_problems(source: str, limit: int) -> list:
     """Problems to synthesize for: a local .jsonl or a hub id of TRAINING problems (for
     example a MATH train split). The evaluation benchmarks by short name are refused."""
-    from core.tasks.math import BENCHMARKS, MathTask
-
     if source in BENCHMARKS or source == "pairsum":
         raise TaskError(
             f"task.name={source} is an evaluation set (or the embedded task): give the teacher "
@@ -49,26 +102,21 @@ def training_problems(source: str, limit: int) -> list:
     return MathTask(source, heldout_only=False).problems("train", limit or None)
 
 
-def run_teacher_synth(job: SynthJob, run: Run, say: Say, progress: bool = True,
-                      runs_dir: str | Path = "runs") -> dict:
+def run_teacher_synth(job: SynthJob, run: Run, ctx: Context) -> dict:
     """LLM-teacher synthesis (resumable) or the import of public SFT data."""
-    t0 = time.time()
+    t0, say = time.time(), ctx.say
     if job.teacher.dataset:
         return import_public(job, run, say, t0)
-    from core.tasks.math import MathTask
-    from core.teacher.pipeline import run_teacher
-    from core.teacher.teachers import open_teachers
-
     t = job.teacher
     problems = training_problems(job.task.name, job.synth.num_problems)
     task = MathTask(job.task.name, heldout_only=False)
     say(f"teacher synthesis on {len(problems)} problems of {job.task.name}: {t.num_attempts} attempts "
         f"each from {', '.join(t.models)}; critic {t.critic or t.models[0]}; keep problems solved "
         f"<= {t.max_solved_frac:.0%}; merge={t.merge}, rewrite={t.rewrite}")
-    teachers, critic = open_teachers(t, str(runs_dir))
+    teachers, critic = open_teachers(t, str(ctx.runs_dir))
     sink = RunSink(run)
     out = run_teacher(problems, task, teachers, critic, t, sink, seed=job.synth.seed,
-                      progress=progress)
+                      progress=ctx.progress)
     out["synth/num_traces"] = out["synth/kept"]
     out["time_s"] = time.time() - t0
     if out["synth/resumed"]:
@@ -84,8 +132,6 @@ def run_teacher_synth(job: SynthJob, run: Run, say: Say, progress: bool = True,
 
 def import_public(job: SynthJob, run: Run, say: Say, t0: float) -> dict:
     """teacher.dataset: public SFT rows (THUDM/T1 or a local file) into the run's traces."""
-    from core.teacher.public import load_public_traces
-
     if run.traces_path.exists():
         run.traces_path.unlink()  # an import is one write; a rerun redoes it whole
     rows = load_public_traces(job.teacher.dataset, limit=job.synth.num_problems)

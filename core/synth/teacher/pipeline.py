@@ -36,11 +36,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from core.config import SamplingConfig, TeacherConfig
-from core.sampling.base import derive_seed
+from core.sampling.protocol import derive_seed
+from core.synth.teacher import prompts
+from core.synth.teacher.http import TeacherError
+from core.synth.teacher.teachers import Teacher
 from core.tasks.base import Task
-from core.teacher import prompts
-from core.teacher.http import TeacherError
-from core.teacher.teachers import Teacher
 from core.types import Completion, Problem
 
 FILTERS = ("too_easy", "too_hard", "unverified", "too_long", "duplicate")

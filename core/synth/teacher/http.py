@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import SamplingConfig
-from core.sampling.base import derive_seed
+from core.sampling.protocol import AnswerEnd, derive_seed
+from core.sampling.text import settle
 from core.types import Completion
 
 APIS = ("chat", "completions")
@@ -68,6 +69,8 @@ class HTTPSampler:
     (completions API). `generate(prompt_ids, ...)` is the lab's Sampler protocol: the ids are
     decoded with `tokenizer` (required then) and sent to /completions as already-templated text.
     """
+
+    can_fork = False
 
     def __init__(self, base_url: str, model: str = "", api: str = "chat", api_key: str | None = None,
                  timeout_s: float = 300.0, retries: int = 2, backoff_s: float = 1.0,
@@ -131,11 +134,13 @@ class HTTPSampler:
         return out
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingConfig, seed: int,
-                 n: int = 1, progress: bool = False) -> list[list[Completion]]:
+                 n: int = 1, progress: bool = False, until: AnswerEnd | None = None) -> list[list[Completion]]:
+        """`Sampler.generate` over /completions (`until`: each completion cut after it came)."""
         if self.tokenizer is None:
             raise TeacherError(f"{self.name}: generate() from token ids needs a tokenizer", "bad_response")
         texts = [self.tokenizer.decode(list(ids)) for ids in prompt_ids]
-        return self.complete(texts, params, seed, n, api="completions")
+        out = self.complete(texts, params, seed, n, api="completions")
+        return out if until is None else [[settle(self.tokenizer, c, until) for c in g] for g in out]
 
     def _sample(self, prompt: str, params: SamplingConfig, seed: int, api: str, i: int,
                 j: int) -> Completion:

@@ -12,11 +12,21 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core.budget import generate_sweep, sweep_curve
 from core.config import BudgetJob, parse_checkpoints
-from core.store import Run, is_run_dir, open_run
-from core.tasks.base import TaskError
-
-Say = Any  # Callable[[str], None]
+from core.models import load_model
+from core.report.budget import write_budget_page
+from core.sampling import make_sampler
+from core.stages.common import (
+    Context,
+    check_backends,
+    check_model,
+    check_task,
+    latest_sft_checkpoint,
+    require_trained,
+)
+from core.store import Run, StoreError, open_run, resolve_checkpoint, resolve_path
+from core.tasks import TaskError, make_task, task_problems
 
 
 @dataclass(frozen=True)
@@ -30,31 +40,28 @@ class Checkpoint:
 
 
 def _rl_run(name: str, runs_dir: str | Path) -> Run | None:
-    for candidate in (Path(name), Path(runs_dir) / name):
-        if is_run_dir(candidate) and open_run(candidate).config().get("stage") == "rl":
-            return open_run(candidate)
-    return None
+    try:
+        run = open_run(name, runs_dir)
+    except StoreError:
+        return None
+    return run if run.stage == "rl" else None
 
 
 def rl_init(run: Run, runs_dir: str | Path) -> str:
-    """The policy an RL run started from (recorded in its metrics at step 0)."""
-    from core.jobs import latest_sft_checkpoint, resolve_model_path
-
+    """The policy an RL run started from (recorded in its metrics at step 0), found from here."""
     for m in run.metrics():
         if m.get("step") == 0 and m.get("init"):
-            return str(m["init"])
-    init = run.config().get("config", {}).get("rl", {}).get("init", "")
-    return resolve_model_path(init, runs_dir) if init else latest_sft_checkpoint(runs_dir)
+            return resolve_checkpoint(str(m["init"]), runs_dir)
+    init = run.setting("rl.init", "")
+    return resolve_checkpoint(init, runs_dir) if init else latest_sft_checkpoint(runs_dir)
 
 
 def checkpoints_to_sweep(model: str, spec: str, runs_dir: str | Path = "runs") -> list[Checkpoint]:
     """The models a budget sweep covers, in training order."""
-    from core.jobs import resolve_model_path
-
     run = _rl_run(model, runs_dir)
     if run is None:
-        path = resolve_model_path(model, runs_dir)
-        name = Path(model).name if Path(model).exists() or is_run_dir(Path(runs_dir) / model) else model
+        path = resolve_checkpoint(model, runs_dir)
+        name = Path(model).name if resolve_path(model, runs_dir) is not None else model
         safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in name)
         return [Checkpoint(safe, name, None, path)]
     found = [(0, rl_init(run, runs_dir))] + [(s, str(p)) for s, p in run.checkpoints()]
@@ -64,21 +71,26 @@ def checkpoints_to_sweep(model: str, spec: str, runs_dir: str | Path = "runs") -
     if chosen == "last":
         found = found[-1:]
     elif isinstance(chosen, tuple):
-        total = int(run.config().get("config", {}).get("rl", {}).get("steps", found[-1][0]))
+        total = int(run.setting("rl.steps", found[-1][0]))
         picks = {min(found, key=lambda sp: abs(sp[0] - f * total))[0] for f in chosen}
         found = [sp for sp in found if sp[0] in picks]
     return [Checkpoint(f"step_{s:05d}", "SFT (step 0)" if s == 0 else f"RL step {s}", s, p)
             for s, p in found]
 
 
-def run_budget(job: BudgetJob, run: Run, say: Say, progress: bool = True,
-               runs_dir: str | Path = "runs") -> dict:
-    """Sweep every checkpoint; each curve file grows as its budgets are scored."""
-    from core.budget import generate_sweep, sweep_curve
-    from core.jobs import load_model, make_task, resolve_model_path, task_problems
-    from core.sampling import make_sampler
+def preflight(job: BudgetJob, runs_dir: Path | str) -> None:
+    check_backends(job.budget.sampling)
+    require_trained(job.model.name, "budget")
+    for ck in checkpoints_to_sweep(job.model.name, job.budget.checkpoints, runs_dir):
+        check_model(ck.path, runs_dir)
+    if job.budget.mode == "summarizer":
+        check_model(job.budget.summarizer, runs_dir)
+    check_task(job.task)
 
-    t0 = time.time()
+
+def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
+    """Sweep every checkpoint; each curve file grows as its budgets are scored."""
+    t0, say, progress, runs_dir = time.time(), ctx.say, ctx.progress, ctx.runs_dir
     cfg = job.budget
     task = make_task(job.task)
     problems = task_problems(task, cfg.split, cfg.num_problems)
@@ -87,7 +99,7 @@ def run_budget(job: BudgetJob, run: Run, say: Say, progress: bool = True,
         f"{cfg.num_samples} sample(s), budgets {list(cfg.budgets)}, answers {cfg.mode}")
     summarizer = None
     if cfg.mode == "summarizer":
-        smodel, stok = load_model(replace(job.model, name=resolve_model_path(cfg.summarizer, runs_dir)), seed=0)
+        smodel, stok = load_model(replace(job.model, name=resolve_checkpoint(cfg.summarizer, runs_dir)), seed=0)
         summarizer = make_sampler(cfg.sampling.backend, smodel, stok, cfg.sampling)
     out: dict[str, Any] = {"acc_at_max": {}, "acc_at_min": {}, "climb": {}, "truncated_at_min": {}}
     sampler = None
@@ -118,19 +130,5 @@ def run_budget(job: BudgetJob, run: Run, say: Say, progress: bool = True,
         out["truncated_at_min"][ck.name] = lo.truncated_frac
         say(f"{ck.label}: " + ", ".join(f"{p.budget_tokens}: {p.accuracy:.1%}" for p in points)
             + f" (generation {gen_s:.1f}s)")
-    _save_chart(run)
+    write_budget_page(run)
     return {**out, "time_s": time.time() - t0}
-
-
-def _save_chart(run: Run) -> None:
-    """budget.html beside the curves: accuracy against budget, one line per checkpoint."""
-    import altair as alt
-
-    from core.charts import budget_chart, html_page, parallel_chart
-    from core.store import atomic_write_text
-
-    curves = list(run.curves().values())
-    charts = [c for c in (budget_chart(curves), parallel_chart(curves)) if c is not None]
-    if charts:
-        page = html_page(f"Inference scaling: {run.id}", "", alt.hconcat(*charts))
-        atomic_write_text(run.artifact_path("budget.html"), page)

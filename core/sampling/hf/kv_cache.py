@@ -9,7 +9,7 @@ as `DynamicCache`'s (a test compares logits), only their storage differs.
 On CPU the attention over a view of a larger buffer is slower than over a contiguous tensor,
 which ate the gain for whole generations (measured on the embedded model: no faster). It pays
 where the room is small against the filled part: the forced-answer forks of budgeted sampling
-(`core.sampling.hf_forks`), a few tokens after a long prefix.
+(`core.sampling.hf.forks`), a few tokens after a long prefix.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
-from core.sampling.decoder import DecoderCache
+from core.sampling.hf.decoder import DecoderCache
 
 
 class GrowingLayer(DynamicLayer):

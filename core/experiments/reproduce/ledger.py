@@ -1,0 +1,53 @@
+"""Which run folder holds each sub-run of a reproduce run, and running one sub-run there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.experiments.reproduce.plan import SubRun
+from core.overrides import apply_overrides, to_dict
+from core.stages import Context, run_stage
+from core.store import Run, atomic_write_json, new_run, read_json
+
+
+class Ledger:
+    """Which run folder holds each sub-run: subruns.json in the reproduce run (rewritten as
+    sub-runs start), so --resume finds them again."""
+
+    def __init__(self, run: Run) -> None:
+        self.file = run.artifact_path("subruns.json")
+        self.runs_dir = run.artifact_path("runs")
+        self.ids: dict[str, str] = read_json(self.file, default={}) or {}
+
+    def run(self, key: str) -> Run | None:
+        rid = self.ids.get(key)
+        return Run(self.runs_dir / rid) if rid and (self.runs_dir / rid).is_dir() else None
+
+    def done(self, key: str) -> bool:
+        r = self.run(key)
+        return r is not None and r.status() == "complete"
+
+    def open(self, sub: SubRun, cfg: Any) -> tuple[Run, bool]:
+        """(run folder, resumed?): an unfinished synth run or an RL run with a checkpoint
+        continues; anything else starts afresh in a new folder (the old one stays, crashed)."""
+        old = self.run(sub.key)
+        if old is not None and (sub.stage == "synth" or (sub.stage == "rl" and old.latest_checkpoint())):
+            old.write_config(sub.stage, to_dict(cfg))
+            return old, True
+        rid, n = sub.key, 1
+        while (self.runs_dir / rid).exists():
+            n += 1
+            rid = f"{sub.key}.{n}"
+        run = new_run(self.runs_dir, sub.stage, to_dict(cfg), run_id=rid)
+        self.ids[sub.key] = rid
+        atomic_write_json(self.file, self.ids)
+        return run, False
+
+
+def execute(sub: SubRun, ledger: Ledger, ctx: Context) -> dict:
+    """Run one sub-run in this process (as its `python -m lab` command would) and mark it complete."""
+    cfg = apply_overrides(sub.job, {k: str(ledger.run(dep).path) for k, dep in sub.needs.items()})  # type: ignore[union-attr]
+    run, resumed = ledger.open(sub, cfg)
+    out = run_stage(sub.stage, cfg, run, Context(ctx.say, ctx.progress, ledger.runs_dir, resumed))
+    run.write_summary(out)
+    return out

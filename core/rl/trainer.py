@@ -1,0 +1,217 @@
+"""One T1 RL step in named phases: sample -> reward -> select -> advantages -> update -> anchor.
+
+The KL to the anchor is the sum of per-token log-ratios (k1) of each response, centred over its
+group and folded into the reward with weight beta (T1); the entropy bonus enters the loss.
+Penalised samples (-1) are left out of the RLOO baseline. The sampling policy's log-probs come
+from the sampler, which computes them while decoding (saving a forward pass); the update is
+on-policy REINFORCE unless the PPO clip is on, so its ratio is exactly 1 and needs no stored
+log-probs. The story around the steps (logging, evaluation, checkpoints): `core.rl.loop`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+
+from core.config import RLConfig
+from core.optim import make_optimizer
+from core.rewards import score
+from core.rl import algos
+from core.rl.anchor import Anchor, adapter_params
+from core.rl.batch import RolloutBatch, forward_stats, logprobs_no_grad, pack, place_logprobs
+from core.rl.metrics import PhaseTimer, Rollouts, rollout_metrics, rollout_rows
+from core.rl.oversample import all_equal, select_groups
+from core.sampling.protocol import Sampler, derive_seed
+from core.sampling.text import encode_prompts
+from core.tasks import Task
+from core.types import Completion, Problem
+
+
+class Trainer:
+    """Holds policy, optimizer, anchor and the data position; `step()` runs one iteration.
+
+    With `cfg.lora.enabled` the policy must already carry its LoRA adapters (PEFT); only they train.
+    """
+
+    def __init__(self, policy: Any, tokenizer: Any, sampler: Sampler, task: Task,
+                 train: list[Problem], cfg: RLConfig) -> None:
+        self.policy, self.tok, self.sampler, self.task, self.train, self.cfg = (
+            policy, tokenizer, sampler, task, train, cfg)
+        self.opt, self.sched = make_optimizer(policy.parameters(), cfg.lr, cfg.warmup_steps, cfg.steps,
+                                              betas=(0.9, 0.99))
+        self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every, lora=cfg.lora.enabled)
+        self.step_idx = 0
+        self._order: tuple[int, list[int]] = (-1, [])
+        self.device = str(next(policy.parameters()).device)
+        self.params = cfg.sampling
+        self.num_drawn = cfg.num_samples_drawn or cfg.num_generations
+        # on CPU a pass over fewer tokens runs faster per token (embedded model, 128 rollouts of
+        # ~120 tokens, 2 threads: update 0.60 s in passes of <= 4096 tokens against 0.78 s in one
+        # pass, anchor pass 0.30 against 0.37 s; 1024 was slower again)
+        self.pass_tokens = cfg.pass_tokens if cfg.pass_tokens >= 0 else (4096 if self.device == "cpu" else 0)
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """The shuffled problem order of `epoch` (a pure function of seed and epoch; cached)."""
+        if self._order[0] != epoch:
+            order = list(range(len(self.train)))
+            random.Random(f"{self.cfg.seed}-epoch-{epoch}").shuffle(order)
+            self._order = (epoch, order)
+        return self._order[1]
+
+    # ---------------------------------------------------------------- phases
+    def sample(self) -> Rollouts:
+        """Prompts at the data position (an epoch-seeded shuffle) x N samples at temperature."""
+        g = self.cfg.prompts_per_step
+        start = self.step_idx * g
+        epoch, offset = divmod(start, len(self.train))
+        idx = [self._epoch_order(epoch + (offset + i) // len(self.train))[(offset + i) % len(self.train)]
+               for i in range(g)]
+        problems = [self.train[i] for i in idx]
+        prompt_ids = encode_prompts(self.tok, [self.task.render_prompt(p, self.tok) for p in problems])
+        with torch.inference_mode():  # lighter than no_grad per op; nothing sampled feeds autograd
+            groups = self.sampler.generate(prompt_ids, self.params, n=self.num_drawn,
+                                           seed=derive_seed(self.cfg.seed, "rl", self.step_idx))
+        return Rollouts(problems, prompt_ids, groups)
+
+    def reward(self, r: Rollouts) -> None:
+        """Correctness from the task's verifier, replaced by -1 when a penalty fires; every drawn sample."""
+        flat = [(g, comp) for g, group in enumerate(r.groups) for comp in group]
+        verdicts = self.task.check([r.problems[g] for g, _ in flat], [comp.text for _, comp in flat])
+        c = self.cfg
+        parts = [score(comp, v, penalize_overlong=c.penalize_overlong, penalize_repetition=c.penalize_repetition,
+                       penalize_garbled=c.penalize_garbled, repeat_chars=c.repeat_chars, repeat_count=c.repeat_count)
+                 for (_, comp), v in zip(flat, verdicts)]
+        n = self.num_drawn
+        r.parts = [parts[i * n : (i + 1) * n] for i in range(len(r.groups))]
+
+    def select(self, r: Rollouts) -> None:
+        """Oversampling keeps K of the N drawn per group (`oversample_rule`); dynamic filtering
+        (optional) then drops groups whose kept rewards are all equal: they teach nothing."""
+        rewards = [[p.reward for p in parts] for parts in r.parts]
+        seed = derive_seed(self.cfg.seed, "oversample", self.step_idx)
+        r.kept = select_groups(rewards, self.cfg.num_generations, self.cfg.oversample_rule, seed)
+        r.used = [not (self.cfg.drop_equal_groups and all_equal([x for x, k in zip(rw, kp) if k]))
+                  for rw, kp in zip(rewards, r.kept)]
+
+    def logprobs(self, prompts: list[list[int]], comps: list[Completion], batch: RolloutBatch,
+                 passes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log pi_old, log pi_ref) of the batch's tokens, [B, L-1] each (ref None without anchor).
+
+        pi_old is the sampling policy: the sampler's own log-probs when it reports them (no extra
+        pass), else a no-grad pass. The anchor pass runs in the precision of pi_old: bf16 logits
+        against fp32 ones add a spurious positive KL (E_p[log p - log q] of the rounding noise; on
+        the embedded default the mean logged KL rose from about 2.5 to 3-4 nats per response).
+        """
+        c = self.cfg
+        bf16 = c.bf16_autocast
+        if all(comp.token_logprobs is not None for comp in comps):
+            old = place_logprobs(prompts, [comp.token_logprobs or () for comp in comps], batch)
+            bf16 = False  # the HF sampler decodes in the weights' dtype, without autocast
+        else:
+            old = logprobs_no_grad(self.policy, batch, 0, bf16, passes)
+        ref = self.anchor.logprobs(self.policy, batch, passes, bf16) if self.anchor.active else None
+        return old, ref
+
+    def advantages(self, r: Rollouts, batch: RolloutBatch, old_logp: torch.Tensor,
+                   ref_logp: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """RLOO (or GRPO) advantages on KL-shaped rewards of the kept samples; ([G*K], figures)."""
+        k = self.cfg.num_generations
+        kept = r.kept_flat()
+        rewards = torch.tensor([p.reward for _, _, p in kept]).view(-1, k)
+        valid = torch.tensor([not p.penalised for _, _, p in kept]).view(-1, k)
+        seq_kl = torch.zeros_like(rewards)
+        if ref_logp is not None:
+            seq_kl = algos.sequence_sum(algos.kl_per_token(old_logp, ref_logp, "k1"), batch.mask).view(-1, k).cpu()
+        shaped = algos.kl_shaped_rewards(rewards, seq_kl, self.cfg.beta)
+        adv = algos.rloo_advantages(shaped, valid) if self.cfg.advantage == "rloo" else algos.grpo_advantages(shaped)
+        used = torch.tensor(r.used).unsqueeze(-1).expand_as(adv)
+        adv = torch.where(used, adv, torch.zeros_like(adv))
+        return adv.reshape(-1).to(self.device), {"kl/anchor": float(seq_kl.mean()),
+                                                 "reward/shaped_mean": float(shaped.mean())}
+
+    def update(self, batch: RolloutBatch, old_logp: torch.Tensor, adv: torch.Tensor,
+               passes: list[torch.Tensor]) -> dict:
+        """Token-level policy gradient + entropy bonus, micro-batched, clipped, one optimizer step per epoch.
+
+        `passes`: the row indices of each forward/backward pass (`RolloutBatch.passes`); the
+        gradient is accumulated over them, so it does not depend on how the rows are split.
+
+        On-policy (no clip, one epoch) the ratio is exp(logp - logp.detach()) = 1: plain
+        REINFORCE. A non-finite loss raises FloatingPointError before any weight changes.
+        """
+        c, n_tokens = self.cfg, batch.mask.sum().clamp(min=1)
+        clip = (c.clip_low, c.clip_high) if c.clip else None
+        on_policy = clip is None and c.ppo_epochs == 1
+        stats = {"loss/policy": 0.0, "loss/entropy": 0.0}
+        for _ in range(c.ppo_epochs):
+            self.opt.zero_grad(set_to_none=True)
+            for rows in passes:
+                part = batch.take(rows)
+                logp, ent = forward_stats(self.policy, part, with_entropy=True, bf16=c.bf16_autocast)
+                old = logp.detach() if on_policy else old_logp[rows, : logp.size(1)]
+                weight = part.mask.sum() / n_tokens  # token-mean over the whole batch
+                pg = algos.policy_loss(logp, old, adv[rows], part.mask, clip)
+                entropy = algos.masked_mean(ent, part.mask)
+                loss = (pg - c.entropy_coef * entropy) * weight
+                self._check_finite(float(loss.detach()), "loss")
+                loss.backward()
+                stats["loss/policy"] += float(pg.detach()) * float(weight) / c.ppo_epochs
+                stats["loss/entropy"] += float(entropy.detach()) * float(weight) / c.ppo_epochs
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
+            self._check_finite(float(grad_norm), "gradient norm")
+            self.opt.step()
+        self.sched.step()
+        return {**stats, "optim/grad_norm": float(grad_norm), "optim/lr": self.sched.get_last_lr()[0]}
+
+    def _check_finite(self, value: float, what: str) -> None:
+        if not math.isfinite(value):
+            raise FloatingPointError(f"RL step {self.step_idx + 1}: the {what} is {value}; "
+                                     "stopped before updating the weights")
+
+    # ---------------------------------------------------------------- one step
+    def step(self) -> tuple[dict, list[dict]]:
+        timer = PhaseTimer()
+        with timer("sample"):
+            r = self.sample()
+        with timer("reward"):
+            self.reward(r)
+        with timer("select"):
+            self.select(r)
+        with timer("advantages"):
+            kept = r.kept_flat()
+            prompts = [r.prompt_ids[g] for g, _, _ in kept]
+            batch = pack(prompts, [c.token_ids for _, c, _ in kept], self.tok.pad_token_id, self.device)
+            passes = batch.passes(self.cfg.micro_batch_size, self.pass_tokens)
+            old_logp, ref_logp = self.logprobs(prompts, [c for _, c, _ in kept], batch, passes)
+            adv, kl_stats = self.advantages(r, batch, old_logp, ref_logp)
+        with timer("update"):
+            upd = self.update(batch, old_logp, adv, passes)
+        self.step_idx += 1
+        with timer("anchor"):
+            self.anchor.update(self.policy, self.step_idx)
+        metrics = {"step": self.step_idx, **rollout_metrics(r), **kl_stats, **upd, **timer.seconds}
+        metrics["perf/sampled_tokens_per_s"] = metrics["rollout/tokens"] / max(timer.seconds["time/sample_s"], 1e-9)
+        return metrics, rollout_rows(r, adv.view(-1).tolist())
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        """Everything but the base weights: with LoRA the adapter tensors too."""
+        adapters = {n: p.detach().clone() for n, p in adapter_params(self.policy).items()} if self.cfg.lora.enabled else {}
+        return {"step": self.step_idx, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "anchor": self.anchor.state_dict(), "adapters": adapters,
+                "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}
+
+    def load_state(self, state: dict) -> None:
+        self.step_idx = state["step"]
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.anchor.load_state_dict(state["anchor"])
+        live = adapter_params(self.policy)
+        with torch.no_grad():
+            for name, tensor in state.get("adapters", {}).items():
+                live[name].copy_(tensor)
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["py_rng"])

@@ -1,0 +1,80 @@
+"""What every stage shares: the context a stage runs in and the checks its preflight makes.
+
+A stage is one command's story (`run`) and the check of the inputs it names (`preflight`),
+which runs before any run folder is made, so bad input fails fast and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError, SamplingConfig, TaskConfig
+from core.models import EMBEDDED
+from core.overrides import non_defaults, to_dict
+from core.sampling import VLLM_MISSING
+from core.store import Run, find_runs, new_run, resolve_checkpoint
+from core.tasks import TaskError, make_task
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a stage runs: where its log lines go, progress bars, the runs folder that run names
+    resolve in, and whether it continues a run (`--resume`)."""
+
+    say: Say = print
+    progress: bool = True
+    runs_dir: Path | str = "runs"
+    resume: bool = False
+
+
+def check_backends(*samplings: SamplingConfig) -> None:
+    """A vllm backend needs vllm installed (checked without importing it)."""
+    if any(s.backend == "vllm" for s in samplings) and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(VLLM_MISSING)
+
+
+def check_model(name: str, runs_dir: Path | str) -> str:
+    """The model `name` stands for (a run, checkpoint folder or hub id), checked to exist."""
+    from core.models import resolve_source
+
+    return resolve_source(resolve_checkpoint(name, runs_dir))
+
+
+def check_task(cfg: TaskConfig) -> None:
+    """A math task's data set loads (the embedded task always does)."""
+    if cfg.name != "pairsum":
+        make_task(cfg)
+
+
+def require_trained(model_name: str, command: str) -> None:
+    if model_name == EMBEDDED:
+        raise TaskError(f"lab {command} needs a trained model: model.name=<run folder or checkpoint or hub id>")
+
+
+def latest_sft_checkpoint(runs_dir: Path | str) -> str:
+    """The final checkpoint of the newest complete SFT run (where RL starts by default)."""
+    runs = find_runs(runs_dir, stage="sft", status="complete", with_checkpoint=True)
+    if not runs:
+        raise TaskError(f"no complete SFT run in {runs_dir}: run `python -m lab sft` first or set rl.init")
+    return str(runs[0].final_checkpoint())
+
+
+def launch(command: str, job: Any, preflight: Callable[[Any, Path | str], None],
+           story: Callable[[Any, Run, Context], dict], ctx: Context,
+           run_id: str | None = None) -> tuple[Run, dict]:
+    """What every command does with its built config: say what differs from the defaults,
+    check its inputs, make the run folder, run the story, write summary.json (= complete)."""
+    changed = non_defaults(job)
+    ctx.say(f"{command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+    preflight(job, ctx.runs_dir)
+    run = new_run(ctx.runs_dir, command, to_dict(job), run_id=run_id)
+    ctx.say(f"run folder {run.path}")
+    out = story(job, run, ctx)
+    run.write_summary(out)
+    return run, out

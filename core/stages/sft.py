@@ -1,0 +1,81 @@
+"""`python -m lab sft`: synthesize (unless sft.data is given) -> train -> save -> evaluate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from core.config import SFTJob, SynthJob
+from core.models import apply_lora, count_parameters, load_model, save_policy
+from core.sft import build_examples, train_sft
+from core.stages import synth
+from core.stages.common import Context, check_backends, check_model, check_task
+from core.stages.eval import evaluate_model
+from core.store import Run, StoreError, open_run, read_jsonl, resolve_path
+from core.tasks import TaskError, make_task
+
+
+def preflight(job: SFTJob, runs_dir: Path | str) -> None:
+    check_backends(job.eval.sampling)
+    if job.sft.data:
+        traces_file(job.sft.data, runs_dir)
+    if job.model.name != "embedded":
+        check_model(job.model.name, runs_dir)
+    check_task(job.task)
+
+
+def run(job: SFTJob, run: Run, ctx: Context) -> dict:
+    t0, say = time.time(), ctx.say
+    task = make_task(job.task)
+    if job.sft.data:
+        traces, where = load_traces(job.sft.data, ctx.runs_dir)
+        say(f"loaded {len(traces)} traces from {where}")
+        synth_out: dict = {}
+    else:
+        synth_out = synth.run(SynthJob(job.task, job.synth), run, ctx)
+        traces = run.traces()
+    model, tok = load_model(job.model, job.sft.seed, train=True)
+    if job.sft.lora.enabled:
+        model = apply_lora(model, job.sft.lora)
+    examples, dropped = build_examples(traces, task, tok, job.sft.max_seq_len)
+    n_params = count_parameters(model)
+    say(f"training {job.model.name} ({n_params / 1e6:.2f}M parameters) on {len(examples)} traces "
+        f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
+    train_t0 = time.time()
+    last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=ctx.progress)
+    train_s = time.time() - train_t0
+    final = run.checkpoint_dir("final")
+    save_policy(model, tok, final)
+    run.mark_checkpoint_complete(final)
+    say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
+    summary = evaluate_model(model, tok, task, job.eval, run, "heldout", say, ctx.progress)
+    synth_out = {("synth/time_s" if k == "time_s" else k): v for k, v in synth_out.items()}
+    out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
+           "checkpoint": str(final), **summary, "time_s": time.time() - t0}
+    run.log_metrics({"step": last["step"], **summary})
+    return out
+
+
+def traces_file(source: str, runs_dir: Path | str) -> Path:
+    """The traces file named by `source`: a .jsonl path, or a synth run (folder or id)."""
+    if Path(source).suffix == ".jsonl":
+        path = resolve_path(source, runs_dir)
+        if path is None:
+            raise TaskError(f"SFT data file not found: {source}")
+        return path
+    try:
+        return open_run(source, runs_dir).traces_path
+    except StoreError:
+        raise TaskError(f"SFT data not found: {source} (a synth run folder or a .jsonl file)") from None
+
+
+def load_traces(source: str, runs_dir: Path | str) -> tuple[list[dict], str]:
+    """Traces from a synth run (folder or id) or a .jsonl file; errors name file and line."""
+    file = traces_file(source, runs_dir)
+    try:
+        traces = read_jsonl(file, strict=True)
+    except StoreError as e:
+        raise TaskError(str(e)) from None
+    if not traces:
+        raise TaskError(f"the SFT data set {file} is empty")
+    return traces, str(file)
