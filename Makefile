@@ -43,6 +43,7 @@ test-vllm: $(VLLM_VENV)/.installed
 
 lint: setup
 	$(PY) -m ruff check core lab app tests
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

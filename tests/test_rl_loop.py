@@ -99,3 +99,23 @@ def test_bad_rl_config_fails_before_any_work(tmp_path) -> None:
                               cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 2 and msg in proc.stderr
         assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_rl_heldout_evaluation_follows_the_eval_section(tmp_path, tiny_model_dir) -> None:
+    """Regression: `lab rl` evaluated with a hard-coded seed 1234 and temperature 1.0 at the
+    rollout limit, ignoring eval.seed, eval.num_problems and eval.sampling.*."""
+    from core.commands import run_command
+
+    def start_eval(**over: object) -> dict:
+        overrides = {"rl.init": str(tiny_model_dir), "rl.steps": 1, "rl.prompts_per_step": 2,
+                     "rl.num_generations": 2, "rl.micro_batch_size": 4, "rl.sampling.max_new_tokens": 8,
+                     "rl.save_every": 1, "eval.num_problems": 6, "eval.sampling.max_new_tokens": 12,
+                     "eval.sampling.stop": "1", **over}  # a stop string: lengths vary with the draws
+        run, _ = run_command("rl", overrides, tmp_path, say=lambda s: None, progress=False)
+        return next(m for m in run.metrics() if m.get("step") == 0)
+
+    base = start_eval()
+    assert base["eval/n"] == 6 and base["eval/len_max"] <= 12
+    assert start_eval()["eval/len_mean"] == base["eval/len_mean"]  # same seed, same evaluation
+    assert start_eval(**{"eval.seed": 7})["eval/len_mean"] != base["eval/len_mean"]
+    assert start_eval(**{"eval.num_problems": 3})["eval/n"] == 3

@@ -381,3 +381,63 @@ def test_import_without_torch() -> None:
         check=False,
     )
     assert res.returncode == 0, res.stderr
+
+
+def _with_checkpoint(runs: Path, stage: str, run_id: str, name: int | str, config: dict | None = None) -> Run:
+    run = new_run(runs, stage, config or {}, run_id=run_id)
+    path = run.checkpoint_dir(name)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}", encoding="utf-8")
+    run.mark_checkpoint_complete(path)
+    run.write_summary({})
+    return run
+
+
+def test_settings_stage_and_the_model_a_run_stands_for(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    sft = _with_checkpoint(runs, "sft", "sft-1", "final", {"rl": {"steps": 40}, "task": {"name": "pairsum"}})
+    rl = _with_checkpoint(runs, "rl", "rl-1", 20)
+    assert sft.stage == "sft" and sft.setting("rl.steps") == 40 and sft.setting("task.name") == "pairsum"
+    assert sft.setting("rl.nope", "x") == "x" and sft.setting("task.name.deeper") is None
+    assert sft.final_checkpoint() == sft.checkpoint_dir("final")
+    assert rl.final_checkpoint() == rl.checkpoint_dir(20)  # an RL run stands for its last checkpoint
+    assert new_run(runs, "eval", {}, run_id="e").final_checkpoint() is None
+
+
+def test_find_runs_by_stage_status_settings_and_model(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    old = _with_checkpoint(runs, "sft", "a", "final", {"synth": {"style": "t1"}})
+    _with_checkpoint(runs, "sft", "b", "final", {"synth": {"style": "plain"}})
+    new_run(runs, "sft", {"synth": {"style": "t1"}}, run_id="c")  # crashed, no model
+    _with_checkpoint(runs, "rl", "d", 5)
+    assert [r.id for r in store.find_runs(runs, stage="sft")] == ["c", "b", "a"]
+    assert [r.id for r in store.find_runs(runs, stage="sft", match={"synth.style": "t1"})] == ["c", "a"]
+    assert [r.id for r in store.find_runs(runs, stage="sft", status="complete", match={"synth.style": "t1"},
+                                          with_checkpoint=True)] == [old.id]
+    assert store.find_runs(runs, match={"synth.style": "nope"}) == []
+    assert store.find_runs(tmp_path / "missing") == []
+
+
+def test_stored_paths_resolve_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """Regression: run folders record paths relative to the directory a command ran in
+    ("runs/sft-x/checkpoints/final"); read from notebooks/ (or after the runs folder moved)
+    they were looked up against the current directory: "model folder not found"."""
+    project = tmp_path / "project"
+    runs = project / "runs"
+    sft = _with_checkpoint(runs, "sft", "sft-x", "final")
+    rl = _with_checkpoint(runs, "rl", "rl-y", 10)
+    monkeypatch.chdir(project / "runs" / "..")
+    assert store.resolve_checkpoint("runs/sft-x/checkpoints/final", runs) == "runs/sft-x/checkpoints/final"
+    (project / "notebooks").mkdir()
+    monkeypatch.chdir(project / "notebooks")  # where the notebooks run
+    final = sft.checkpoint_dir("final")
+    assert Path(store.resolve_checkpoint("runs/sft-x/checkpoints/final", runs)).resolve() == final.resolve()
+    assert Path(store.resolve_checkpoint("runs/sft-x", runs)).resolve() == final.resolve()
+    assert Path(store.resolve_checkpoint("sft-x", runs)).resolve() == final.resolve()
+    assert Path(store.resolve_checkpoint("rl-y", runs)).resolve() == rl.checkpoint_dir(10).resolve()
+    assert open_run("runs/rl-y", runs).path.resolve() == rl.path.resolve()
+    moved = tmp_path / "elsewhere" / "runs"  # recorded on another machine, or before a move
+    assert Path(store.resolve_checkpoint(str(moved / "sft-x" / "checkpoints" / "final"), runs)).resolve() == \
+        final.resolve()
+    assert store.resolve_checkpoint("Qwen/Qwen2.5-0.5B", runs) == "Qwen/Qwen2.5-0.5B"  # a hub id stays
+    assert store.resolve_path("runs/nope", runs) is None

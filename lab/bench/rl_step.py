@@ -138,7 +138,7 @@ class Ours:
     """This lab's trainer, stepped from the TRL run's callback (see `bench`)."""
 
     def __init__(self, model_dir: str, task: PairSumTask, problems: list[Problem], args: argparse.Namespace) -> None:
-        from core.config import RLConfig
+        from core.config import RLConfig, SamplingConfig
         from core.rl.trainer import Trainer
         from core.sampling.hf import HFSampler
 
@@ -147,7 +147,8 @@ class Ours:
         self.batch = args.prompts * args.k
         cfg = RLConfig(
             steps=args.steps + 1, prompts_per_step=args.prompts, num_generations=args.k,
-            temperature=TEMPERATURE, max_new_tokens=args.max_new_tokens, lr=LR, warmup_steps=WARMUP_STEPS,
+            sampling=SamplingConfig(temperature=TEMPERATURE, max_new_tokens=args.max_new_tokens), lr=LR,
+            warmup_steps=WARMUP_STEPS,
             micro_batch_size=self.batch, pass_tokens=args.pass_tokens, bf16_autocast=not args.fp32,
             entropy_coef=ENTROPY_COEF, beta=BETA, anchor="ema", anchor_rate=ANCHOR_RATE, penalize_overlong=False,
             penalize_repetition=False, penalize_garbled=False, seed=SEED,

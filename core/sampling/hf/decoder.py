@@ -6,7 +6,7 @@ through several Python-level modules, masks and hooks: on a small model that is 
 step. This module runs the same arithmetic with plain torch ops on the model's own parameters:
 
 * the q/k/v projections fused into one matrix product (a copy of those weights per `Decoder`;
-  fusing gate/up too measured no faster on the embedded model and would copy 2/3 of a large
+  gate/up are not fused: no faster on the embedded model, and the copy would be 2/3 of a large
   model's weights);
 * keys and values written in place into buffers; the attention reads views of the filled part
   (the matrix products take strided views), or on the CPU the whole buffers (below);
@@ -15,21 +15,16 @@ step. This module runs the same arithmetic with plain torch ops on the model's o
   attention reads them whole (unfilled positions zeroed and masked) once the filled part is at
   least 40% of them: torch multiplies a batch of contiguous matrices much faster there than
   views of wider ones. Drops and growth copy into the cache's spare memory, not fresh pages.
-  Elsewhere (GPUs, not measured) the buffers have the whole room from the start and are read
-  as views. Measured on 2 CPU threads, same tokens out: whole reads made a 500-row budget
-  sweep's generation 6% and the sweep 13% faster; growing in steps then made the generation 7%
-  and the sweep 16% faster, and the RL loop's sampling (128 rows) 13%.
+  Elsewhere (GPUs, where this was not measured) the buffers have the whole room from the start
+  and are read as views.
 
 It covers the architectures whose decoder layer is exactly: RMSNorm -> attention with rotary
 embeddings (default rope, optional q/k/v bias, grouped KV heads, no sliding window) -> residual
 -> RMSNorm -> SiLU-gated MLP -> residual; `supports()` says whether a model is one. Anything else
 (other architectures, rope scaling, PEFT adapters, quantised weights) goes through transformers.
 A test compares the logits with transformers' for prompts of different lengths.
-
-Measured (`python -m lab.bench.decoder`, tokens/s against the model's forward, 512 rows x 128
-tokens): 2 CPU threads, fp32, the SFT'd embedded model 1.76x (28,600 against 16,300 tokens/s;
-the version that read views of full-size buffers gave 1.21x in the same session), the random
-one 1.91x; H100, bf16: embedded model 1.25-1.32x, a 98M Qwen2 1.05-1.21x (three machines).
+`python -m lab.bench.decoder` compares it with the model's own forward; its figures, and those
+of each choice above, are in docs/perf_log.md.
 """
 
 from __future__ import annotations
@@ -45,11 +40,10 @@ _TYPES = ("qwen2", "llama")
 # matrix products over the cache (its views, or on the CPU its whole buffers)
 _SDPA_MIN_QUERIES = 8
 # the matrix products of a decode step read the whole buffers (positions past the filled ones
-# are zero and masked out) once the filled part is at least this share of them: a batch of
-# R x H matrices that are views of wider buffers goes through torch's batched product 1.3-1.7x
-# slower than the same batch laid out contiguously, on 2 CPU threads (500 rows, 4 heads of 32,
-# 31-150 filled positions out of 57-160; a contiguous read costs the positions it does not need,
-# so below about 40% the views are faster)
+# are zero and masked out) once the filled part is at least this share of them: on the CPU,
+# torch's batched product is slower over R x H matrices that are views of wider buffers than
+# over the same batch laid out contiguously; a contiguous read costs the positions it does not
+# need, so below about this share the views are faster (docs/perf_log.md)
 _FULL_READ_SHARE = 0.4
 
 
@@ -264,8 +258,8 @@ class DecoderCache:
     def _replace(self, new: DecoderCache) -> None:
         """Take `new`'s buffers (which live in the spare memory); the old ones become the spare.
         A cache that grows in steps copies into memory it already has: a fresh buffer of tens
-        of MB costs page faults on every drop (a 465 -> 274 row drop of a fork took 17 ms, at
-        about 2 GB/s). Elsewhere the old buffers are freed."""
+        of MB costs page faults on every drop (docs/perf_log.md). Elsewhere the old buffers are
+        freed."""
         old = self.keys + self.values
         self.keys, self.values, self.capacity, self.clean = new.keys, new.values, new.capacity, False
         if self.limit:
