@@ -102,7 +102,7 @@ def load_curves(run: Run) -> dict[str, dict]:
 
 
 def load_trace_stats(run: Run, steps: list[int], task: str | None) -> pd.DataFrame:
-    """Per-step structure stats of the rollouts of `steps` (core.dashboard.trace_step_stats)."""
+    """Per-step structure stats of the rollouts of `steps` (core.report.views.trace_step_stats)."""
     keys = tuple(file_key(run.samples_path(s)) for s in steps)
     return _trace_stats(str(run.path), tuple(steps), task, keys)
 

@@ -17,8 +17,12 @@ from typing import Any
 from core.config import JOBS, ConfigError
 from core.experiments import reproduce
 from core.overrides import build, from_dict, to_dict
-from core.stages import STAGES, Context, Say, launch
+from core.stages import STAGES, Context, Say, Stage, launch
 from core.store import Run, open_run
+
+
+# every command's story and preflight: the stages, and the reproduce experiment
+COMMANDS: dict[str, Stage] = {**STAGES, "reproduce": Stage(reproduce.run, reproduce.preflight)}
 
 
 def run_command(command: str, overrides: Mapping[str, Any] | None = None,
@@ -26,10 +30,8 @@ def run_command(command: str, overrides: Mapping[str, Any] | None = None,
                 say: Say = print, progress: bool = True, run_id: str | None = None) -> tuple[Run, dict]:
     """`python -m lab <command> [--preset] key=value ...` from Python: (run folder, summary)."""
     job = build(job_class(command), dict(preset or {}), dict(overrides or {}))
-    ctx = Context(say, progress, runs_dir)
-    if command == "reproduce":
-        return launch(command, job, reproduce.preflight, reproduce.run, ctx, run_id)
-    return launch(command, job, STAGES[command].preflight, STAGES[command].run, ctx, run_id)
+    return launch(command, job, COMMANDS[command].preflight, COMMANDS[command].run,
+                  Context(say, progress, runs_dir), run_id)
 
 
 def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "runs",
@@ -40,7 +42,7 @@ def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "
     job = from_dict(job_class(command), run.job_config())
     say(f"resuming {run.path}")
     run.write_config(command, to_dict(job))
-    out = story(command, job, run, Context(say, progress, runs_dir, resume=True))
+    out = COMMANDS[command].run(job, run, Context(say, progress, runs_dir, resume=True))
     run.write_summary(out)
     return run, out
 
@@ -49,10 +51,3 @@ def job_class(command: str) -> type:
     if command not in JOBS:
         raise ConfigError(f"unknown command {command!r}: one of {', '.join(JOBS)}")
     return JOBS[command]
-
-
-def story(command: str, job: Any, run: Run, ctx: Context) -> dict:
-    """Run `command`'s story into `run` (which exists); returns its summary (not yet written)."""
-    if command == "reproduce":
-        return reproduce.run(job, run, ctx)
-    return STAGES[command].run(job, run, ctx)

@@ -70,11 +70,11 @@ class SamplingConfig:
     max_new_tokens: int = _f(128, "generation limit in tokens (the largest budget)")
     batch_size: int = _f(512, "sequences per forward pass")
     stop: tuple[str, ...] = _f((), "extra stop strings")
-    hf_decoder: str = _f("auto", "hf: 'auto' (a direct decode pass for Qwen2/Llama models, core/sampling/decoder.py; the model's own forward otherwise) or 'transformers' (always the model's forward)")
+    hf_decoder: str = _f("auto", "hf: 'auto' (a direct decode pass for Qwen2/Llama models, core/sampling/hf/decoder.py; the model's own forward otherwise) or 'transformers' (always the model's forward)")
     vllm_memory_frac: float = _f(0.3, "vllm: share of GPU memory (CPU: of RAM) the engine may take; the trainer needs the rest")
     vllm_kv_cache_gib: float = _f(1.0, "vllm: KV cache size in GiB")
     vllm_sleep: bool = _f(True, "vllm: free the engine's GPU memory between sampling phases (sleep mode; no-op on CPU)")
-    vllm_dtype: str = _f("auto", "vllm: engine weights, 'auto' (the trainer's dtype: greedy output equals hf's), 'bf16' (on CPUs with AVX512-BF16 ~9x faster than fp32) or 'fp32'")
+    vllm_dtype: str = _f("auto", "vllm: engine weights, 'auto' (the trainer's dtype: greedy output equals hf's), 'bf16' (much faster than fp32 on CPUs with AVX512-BF16; docs/perf_log.md) or 'fp32'")
     vllm_eager: str = _f("auto", "vllm: 'auto' (eager on CPU: quick start; compiled + CUDA graphs on GPU), 'true' or 'false'")
 
     def validate(self) -> None:

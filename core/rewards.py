@@ -2,8 +2,10 @@
 
 T1 sets the reward of a penalised response to -1 and leaves it out of the RLOO baseline.
 The repetition rule of the authors' code is "any 80-character substring appearing >= 20
-times"; embedded traces are ~100 characters per 30 tokens, so the defaults scale it to
-`repeat_chars` / `repeat_count` knobs (see RewardConfig in core.config when RL lands).
+times"; embedded traces are ~100 characters per 30 tokens, so the lab's defaults scale it down
+through the `repeat_chars` / `repeat_count` knobs. Which penalties apply and those knobs are
+fields of `RLConfig` in core.config (penalize_overlong, penalize_repetition, penalize_garbled,
+repeat_chars, repeat_count), which `core.rl.trainer.Trainer` passes to `score`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The direct decoder (`core.sampling.decoder`) computes what the transformers forward does."""
+"""The direct decoder (`core.sampling.hf.decoder`) computes what the transformers forward does."""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ def test_one_rl_step_with_vllm(tmp_path, trained_dir) -> None:
     out = _lab("rl", "-q", "--runs-dir", str(tmp_path), f"rl.init={trained_dir}", "rl.steps=2",
                "rl.prompts_per_step=4", "rl.num_generations=4", "rl.sampling.max_new_tokens=32",
                "rl.micro_batch_size=16", "eval.num_problems=8", "eval.sampling.max_new_tokens=32", "rl.eval_every=0", "rl.save_every=2",
-               "rl.lr=1e-2", "eval.sampling.backend=vllm")
+               "rl.lr=1e-2", "rl.sampling.backend=vllm", "eval.sampling.backend=vllm")
     rows = [json.loads(x) for x in open(os.path.join(out["run_dir"], "metrics.jsonl"))]
     steps = [r for r in rows if "reward/mean" in r]
     assert [r["step"] for r in steps] == [1, 2] and all("time/sync_weights_s" in r for r in steps)

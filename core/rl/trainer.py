@@ -48,9 +48,8 @@ class Trainer:
         self.device = str(next(policy.parameters()).device)
         self.params = cfg.sampling
         self.num_drawn = cfg.num_samples_drawn or cfg.num_generations
-        # on CPU a pass over fewer tokens runs faster per token (embedded model, 128 rollouts of
-        # ~120 tokens, 2 threads: update 0.60 s in passes of <= 4096 tokens against 0.78 s in one
-        # pass, anchor pass 0.30 against 0.37 s; 1024 was slower again)
+        # auto: on CPU a pass over fewer tokens runs faster per token, down to about 4096 (smaller
+        # was slower again; docs/perf_log.md); no cap on a GPU
         self.pass_tokens = cfg.pass_tokens if cfg.pass_tokens >= 0 else (4096 if self.device == "cpu" else 0)
 
     def _epoch_order(self, epoch: int) -> list[int]:

@@ -14,8 +14,8 @@ from core.types import Completion
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     """Prompt strings -> token ids, without adding special tokens (templates already did).
 
-    A fast (Rust) tokenizer gets them all in one call: half the time of one call per prompt
-    for 500 prompts of the embedded task; other tokenizers are called once per prompt."""
+    A fast (Rust) tokenizer gets them all in one call, faster than one call per prompt
+    (docs/perf_log.md); other tokenizers are called once per prompt."""
     if prompts and getattr(tokenizer, "is_fast", False):
         return [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -25,9 +25,9 @@ def decode_text(tokenizer: Any, ids: Sequence[int]) -> str:
     """`tokenizer.decode(ids, skip_special_tokens=True)` for token ids that are Python ints.
 
     transformers' `decode` first converts its input element by element (`to_py_obj`: an
-    isinstance check per id), which cost more than the decoding itself: 0.11 of 0.15 s over the
-    ~5,000 decodes of a 500-problem budget sweep. Its `_decode`, which it then calls, does the
-    rest; a tokenizer without one goes through `decode`."""
+    isinstance check per id), which cost more than the decoding itself (docs/perf_log.md). Its
+    `_decode`, which it then calls, does the rest; a tokenizer without one goes through
+    `decode`."""
     inner = getattr(tokenizer, "_decode", None)
     if inner is None:
         return tokenizer.decode(list(ids), skip_special_tokens=True)

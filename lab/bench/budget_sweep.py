@@ -8,12 +8,10 @@ Times, in one process on the same prompts and seed, interleaved `--repeats` time
   * `sweep`: `core.budget.generate_sweep` + scoring of all budgets (what `lab budget` does);
   * `naive`: regenerate per budget (max_new_tokens = B), then force an answer for responses
     the budget cut, as a sweep without sharing would.
-The forced answers themselves set a floor: on the embedded default each cut response needs a
-2-token cue and a 3-4 token answer at each budget it is cut at, against ~94 reasoning tokens, so
-the forks feed about 18% as many tokens as the generation (9,302 against 50,855 on the SFT
-model, measured; 11,168 in 56 passes before answers ended where settled, now 24 passes) and a
-sweep costs at least ~1.18x one generation here; with the thousands of reasoning tokens of real
-models the same answers are a few percent.
+The forced answers themselves set a floor: each cut response needs a cue and a short answer at
+each budget it is cut at, which on the embedded default's short reasoning is a sizeable share of
+the generation's tokens (figures in docs/perf_log.md) and with the thousands of reasoning tokens
+of real models a few percent.
 Model: the newest SFT run's final checkpoint under --runs-dir, or --model; without one, a
 randomly initialised embedded model, whose responses never end (every budget cuts every
 response: the worst case for forcing). Last stdout line: JSON with `ratio` (sweep /
@@ -94,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     generate()  # warm-up
     # interleaved, so that load from other processes hits all three alike; each sweep is set
     # against the mean of the generations just before and after it, which cancels a drift of
-    # the machine's speed (seen here: one generation going from 3.2 to 2.1 s within a run)
+    # the machine's speed within a run (seen here; docs/perf_log.md)
     runs = []
     for _ in range(args.repeats):
         before, s, after, n = _timed(generate), _timed(sweep), _timed(generate), _timed(naive)

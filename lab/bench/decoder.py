@@ -3,7 +3,7 @@
     python -m lab.bench.decoder [--device cpu|cuda] [--models tiny,100m] [--prompts 64] [--n 8]
                                 [--max-new-tokens 128] [--dtype fp32|bf16] [--repeats 3]
 
-`sampling.hf_decoder=auto` decodes Qwen2 / Llama models with `core.sampling.decoder` (fused
+`sampling.hf_decoder=auto` decodes Qwen2 / Llama models with `core.sampling.hf.decoder` (fused
 projections, KV written in place); `transformers` runs the model's forward with a
 `DynamicCache`. Both sample the same prompts with the same seed through `HFSampler.generate`,
 interleaved `--repeats` times after one warm-up each; tokens per second is generated tokens /

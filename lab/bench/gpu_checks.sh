@@ -98,7 +98,7 @@ for name in ("transformers", "tokenizers", "peft", "accelerate", "numpy", "panda
         print(f"{name} {getattr(m, '__version__', '?')} ({m.__file__})")
     except Exception as e:  # noqa: BLE001 - report and go on
         print(f"{name} NOT IMPORTABLE: {type(e).__name__}: {e}")
-import core.rl.loop, core.budget, core.sft  # noqa: E401,F401 - the modules the tests use import here
+import core.rl.trainer, core.rl.loop, core.budget, core.sft  # noqa: E401,F401 - the modules the tests use import here
 print("core imports ok")
 EOF
 }

@@ -1,4 +1,4 @@
-"""RL step throughput: this lab's `core.rl.loop.Trainer` against TRL's `GRPOTrainer`.
+"""RL step throughput: this lab's `core.rl.trainer.Trainer` against TRL's `GRPOTrainer`.
 
     python -m lab.bench.rl_step [--steps 5] [--prompts 16] [--k 8] [--max-new-tokens 128]
                                 [--model PATH | --random-init] [--fp32] [--threads N]
@@ -53,7 +53,7 @@ log-probs (needed for the KL to the reference): ours takes them from the sampler
 computes them while decoding, TRL uses those of its training forward pass (both skip a separate
 old-policy pass; TRL's training forward also covers the prompt tokens' logits, ours starts at
 the first response token); TRL's `model.generate` keeps finished rows in the batch, ours drops
-them, and decodes Qwen2 models with its own forward pass (`core.sampling.decoder`: fused
+them, and decodes Qwen2 models with its own forward pass (`core.sampling.hf.decoder`: fused
 projections, KV cache written in place) where TRL calls `model.generate`; TRL generates under
 its bf16 autocast wrapper, ours samples in fp32 (bf16 decoding of this tiny model is slower on CPU).
 
@@ -171,7 +171,7 @@ class Ours:
 
     def result(self) -> Result:
         timed = self.times[1:]
-        return Result("ours (core.rl.loop.Trainer)", sum(t for t, _ in timed), sum(c for _, c in timed),
+        return Result("ours (core.rl.trainer.Trainer)", sum(t for t, _ in timed), sum(c for _, c in timed),
                       len(timed) * self.batch, _mean(self.lengths[1:]), _mean(self.rewards[1:]))
 
 

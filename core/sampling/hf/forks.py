@@ -2,8 +2,7 @@
 
 Budgeted sampling needs, for every budget B, the answer the model gives when its reasoning is
 cut after B tokens. Re-running the model over prompt + B tokens for each budget costs a
-prefill per budget (about a third of a whole generation each, measured on the embedded
-model). Instead, once the KV cache holds exactly B generated tokens (one step after the B-th
+prefill per budget, a large share of a whole generation each. Instead, once the KV cache holds exactly B generated tokens (one step after the B-th
 was sampled, so the fork feeds only the cue), the rows that still need an answer are copied
 out of it into a cache with room for the answer (`core.sampling.hf.kv_cache.select_rows`: the
 direct decoder's cache or a `GrowingCache`), the answer cue is fed after the truncated prefix,
@@ -11,13 +10,12 @@ and a short answer is decoded; the main rows go on untouched (their random strea
 by the forks, and rows that ended but still wait in the batch are skipped, not dropped, so they
 equal a plain `generate` with the same seed).
 
-Tried and dropped: running the forks as extra rows of the main batch (no passes of their
-own). Fork rows finish every few steps, and each drop or append copies the whole main cache,
-which cost as much as the passes it saved (sweep ratio 1.45x against 1.38x, 1 thread). And
-running a fork over the main cache's own buffers instead of a copy of its rows (writing past
-the filled positions, which the main pass overwrites): the live rows not forked are computed
-along, and the fork's first drop copies anyway; two in-process A/Bs of 10 rounds each gave
-sweep ratios 1.25 against 1.27 and 1.25 against 1.22 (no gain out of the noise).
+Tried and dropped (figures in docs/perf_log.md): running the forks as extra rows of the main
+batch (no passes of their own): fork rows finish every few steps, and each drop or append
+copies the whole main cache, which cost as much as the passes it saved. And running a fork over
+the main cache's own buffers instead of a copy of its rows (writing past the filled positions,
+which the main pass overwrites): the live rows not forked are computed along, and the fork's
+first drop copies anyway; no gain out of the noise.
 """
 
 from __future__ import annotations

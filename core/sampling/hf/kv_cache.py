@@ -7,8 +7,8 @@ a view of the filled part (doubling the buffer if a call outgrows it). The value
 as `DynamicCache`'s (a test compares logits), only their storage differs.
 
 On CPU the attention over a view of a larger buffer is slower than over a contiguous tensor,
-which ate the gain for whole generations (measured on the embedded model: no faster). It pays
-where the room is small against the filled part: the forced-answer forks of budgeted sampling
+which ate the gain for whole generations (no faster on the embedded model, docs/perf_log.md).
+It pays where the room is small against the filled part: the forced-answer forks of budgeted sampling
 (`core.sampling.hf.forks`), a few tokens after a long prefix.
 """
 
@@ -121,7 +121,7 @@ def select_rows(cache: Any, rows: torch.Tensor, room: int,
 
     `arena`, when given, is a list of flat buffers reused from call to call (grown as needed):
     the new cache then lives in them, so it must be dropped before the next call with the same
-    arena. Fresh memory costs page faults on every call (measured: ~1/3 of the copy's time).
+    arena. Fresh memory costs page faults on every call (docs/perf_log.md).
     A `DecoderCache` (the direct decoder's) gives a `DecoderCache`, which on the CPU may grow in
     steps up to `limit` positions and copy into `spare` when it drops rows (see
     `DecoderCache.select`)."""
@@ -142,7 +142,7 @@ def select_rows(cache: Any, rows: torch.Tensor, room: int,
                 if arena[j].numel() < numel or arena[j].dtype != keys.dtype or arena[j].device != keys.device:
                     arena[j] = keys.new_empty(numel)
             buf_k, buf_v = arena[2 * i][:numel].view(shape), arena[2 * i + 1][:numel].view(shape)
-        # into the buffer directly: a fresh tensor costs page faults (5x slower, measured)
+        # into the buffer directly: a fresh tensor costs page faults (docs/perf_log.md)
         torch.index_select(keys, 0, rows, out=buf_k[:, :, : keys.shape[2]])
         torch.index_select(values, 0, rows, out=buf_v[:, :, : keys.shape[2]])
         new = GrowingLayer(keys.shape[2] + room)

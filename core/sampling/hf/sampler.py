@@ -2,8 +2,12 @@
 
 Why not `model.generate`: this loop (a) draws from a private `torch.Generator`, so a call's
 output depends only on its seed and inputs, never on global RNG state; (b) drops finished rows
-from the batch as soon as they end (their KV cache too), which matters for RL, where a group's responses differ a
-lot in length; (c) reports finish reasons and exact token ids.
+from the batch, KV cache too (a cache whose drops copy its buffers keeps a few until they are
+more than its `drop_slack` share of the batch), which matters for RL, where a group's responses
+differ a lot in length; (c) reports finish reasons and exact token ids. Models the direct
+decoder covers (`core.sampling.hf.decoder.supports`: plain Qwen2 / Llama) decode through it
+unless `sampling.hf_decoder` is 'transformers'; budgeted sampling forks forced answers from the
+KV cache (`core.sampling.hf.forks`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ def sample_next(
     """Next token per row. logits: [B, V] float -> [B] long. temperature 0 means greedy.
 
     On CPU the draw inverts each row's CDF at one uniform number (a float64 cumulative sum, so
-    that tokens keep their probabilities over a large vocabulary): about 10x faster there than
-    `torch.multinomial`, which draws V exponentials per row (0.06 against 0.8 ms a step for 128
-    rows of the embedded model). Other devices use `torch.multinomial`."""
+    that tokens keep their probabilities over a large vocabulary): much faster there than
+    `torch.multinomial`, which draws V exponentials per row (docs/perf_log.md). Other devices
+    use `torch.multinomial`."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
