@@ -20,7 +20,6 @@ from core.overrides import build, from_dict, to_dict
 from core.stages import STAGES, Context, Say, Stage, launch
 from core.store import Run, open_run
 
-
 # every command's story and preflight: the stages, and the reproduce experiment
 COMMANDS: dict[str, Stage] = {**STAGES, "reproduce": Stage(reproduce.run, reproduce.preflight)}
 
