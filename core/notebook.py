@@ -9,6 +9,9 @@ CI), and finding a finished run to reuse before training a new one.
 Runs go to the repository's runs/ (T1LAB_NOTEBOOK_RUNS=DIR changes it), the same folder
 `make demo` writes, so the notebooks open what the demo trained. T1LAB_NOTEBOOK_SMOKE=1 switches
 to the toy sizes of `SMOKE_PRESET` (seconds per stage; the figures then mean nothing).
+
+Importing this module, setup and finding runs need no torch (notebook 05 reads runs without
+it); only making a run imports the stages.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.commands import run_command
-from core.store import Run, StoreError, find_runs, open_run
+from core.store import Run, StoreError, find_runs, list_runs, open_run, resolve_checkpoint
 
 SMOKE_ENV = "T1LAB_NOTEBOOK_SMOKE"  # "1": the notebooks use tiny sizes (CI)
 RUNS_ENV = "T1LAB_NOTEBOOK_RUNS"  # where the notebooks write runs (default: the repo's runs/)
@@ -59,23 +61,35 @@ def say(text: str) -> None:
 
 @dataclass(frozen=True)
 class NotebookLab:
-    """A notebook's view of the lab: where runs live, its sizes, and runs to reuse or make."""
+    """A notebook's view of the lab: where runs live, its sizes, and runs to reuse or make.
+    `made` lists the runs this object made (the rest were reused)."""
 
     runs: Path
     smoke: bool
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    made: list[Run] = field(default_factory=list)
 
     @property
     def progress(self) -> bool:
         """Progress bars (off in smoke mode, where the notebooks run unattended)."""
         return not self.smoke
 
+    @property
+    def threads(self) -> int:
+        """torch CPU threads for a model the notebook loads itself (`ModelConfig.threads`): one in
+        smoke mode, as the smoke preset's runs; else torch's default (0)."""
+        return 1 if self.smoke else 0
+
     def run(self, command: str, overrides: Mapping[str, Any] | None = None,
             preset: Mapping[str, Any] | None = None) -> tuple[Run, dict]:
         """`python -m lab <command> key=value ...` from the notebook: (run folder, summary), with
         this notebook's sizes for the stage under `overrides`."""
+        from core.commands import run_command  # the stages import torch; reading runs does not
+
         wanted = {**self.sizes.get(command, {}), **(overrides or {})}
-        return run_command(command, wanted, self.runs, preset, say, self.progress)
+        run, out = run_command(command, wanted, self.runs, preset, say, self.progress)
+        self.made.append(run)
+        return run, out
 
     def find(self, stage: str, match: Mapping[str, Any] | None = None) -> Run | None:
         """The newest complete run of `stage` that holds a model (SFT, RL) and whose config
@@ -86,28 +100,47 @@ class NotebookLab:
 
     def sft_run(self) -> Run:
         """A finished SFT run on T1 traces: reused, else trained now (the defaults: ~5 min)."""
-        return self.find("sft") or self.run("sft")[0]
+        return _reused(self.find("sft")) or self.run("sft")[0]
 
     def rl_run(self) -> Run:
         """A finished RL run with checkpoints: reused, else run now from `sft_run()`."""
-        return self.find("rl") or self.run("rl", {"rl.init": str(self.sft_run().path)})[0]
+        return _reused(self.find("rl")) or self.run("rl", {"rl.init": str(self.sft_run().path)})[0]
 
-    def budget_run(self, rl_run: Run) -> Run:
-        """The newest finished budget sweep of `rl_run`'s checkpoints, else one made now."""
-        for run in find_runs(self.runs, stage="budget", status="complete", match=MATCH["budget"]):
+    def budget_run(self, rl_run: Run, overrides: Mapping[str, Any] | None = None) -> Run:
+        """The newest finished budget sweep of `rl_run`'s checkpoints whose config has the dotted
+        keys of `overrides` at those values ({"budget.num_samples": 4}), else one made now with them."""
+        wanted = dict(overrides or {})
+        for run in find_runs(self.runs, stage="budget", status="complete", match={**MATCH["budget"], **wanted}):
             try:
                 if open_run(run.setting("model.name", ""), self.runs).path.resolve() == rl_run.path.resolve():
-                    return run
+                    return _reused(run)  # type: ignore[return-value]
             except StoreError:
                 continue
-        return self.run("budget", {"model.name": str(rl_run.path)})[0]
+        return self.run("budget", {**wanted, "model.name": str(rl_run.path)})[0]
+
+    def started_from(self, rl_run: Run) -> Run | None:
+        """The run whose model `rl_run` started from (its SFT run), found from here without
+        torch; None when it started from a model outside the runs folder (a hub id)."""
+        init = next((m["init"] for m in rl_run.metrics() if m.get("step") == 0 and m.get("init")),
+                    rl_run.setting("rl.init", ""))
+        if not init:
+            return None
+        model = Path(resolve_checkpoint(str(init), self.runs)).resolve()
+        return next((r for r in list_runs(self.runs) if r.path.resolve() in (model, *model.parents)), None)
+
+
+def _reused(run: Run | None) -> Run | None:
+    if run is not None:
+        say(f"reusing {run.stage} run {run.path}")
+    return run
 
 
 def setup(runs: str | Path | None = None, smoke: bool | None = None) -> NotebookLab:
     """The notebooks' first cell: runs folder ($T1LAB_NOTEBOOK_RUNS, else the repository's
-    runs/) and sizes ($T1LAB_NOTEBOOK_SMOKE=1: the smoke preset)."""
+    runs/; absolute, so the paths runs store resolve from any folder) and sizes
+    ($T1LAB_NOTEBOOK_SMOKE=1: the smoke preset)."""
     smoke = os.environ.get(SMOKE_ENV, "") == "1" if smoke is None else smoke
-    runs = Path(runs or os.environ.get(RUNS_ENV) or ROOT / "runs")
+    runs = Path(runs or os.environ.get(RUNS_ENV) or ROOT / "runs").expanduser().absolute()
     sizes = SMOKE_PRESET if smoke else SIZES
     print(("smoke sizes" if smoke else "the lab's sizes") + f" -> runs in {runs}")
     return NotebookLab(runs, smoke, sizes)
