@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import JOBS, ConfigError
-from core.experiments import reproduce
+from core.experiments.reproduce import runner as reproduce
 from core.overrides import build, from_dict, to_dict
 from core.stages import STAGES, Context, Say, Stage, launch
 from core.store import Run, open_run

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.store import Run, StoreError, find_runs, list_runs, open_run, resolve_checkpoint
+from core.store import Run, StoreError, find_runs, open_run, run_of
 
 SMOKE_ENV = "T1LAB_NOTEBOOK_SMOKE"  # "1": the notebooks use tiny sizes (CI)
 RUNS_ENV = "T1LAB_NOTEBOOK_RUNS"  # where the notebooks write runs (default: the repo's runs/)
@@ -119,14 +119,10 @@ class NotebookLab:
         return self.run("budget", {**wanted, "model.name": str(rl_run.path)})[0]
 
     def started_from(self, rl_run: Run) -> Run | None:
-        """The run whose model `rl_run` started from (its SFT run), found from here without
-        torch; None when it started from a model outside the runs folder (a hub id)."""
-        init = next((m["init"] for m in rl_run.metrics() if m.get("step") == 0 and m.get("init")),
-                    rl_run.setting("rl.init", ""))
-        if not init:
-            return None
-        model = Path(resolve_checkpoint(str(init), self.runs)).resolve()
-        return next((r for r in list_runs(self.runs) if r.path.resolve() in (model, *model.parents)), None)
+        """The run whose model `rl_run` started from (its SFT run), found without torch; None
+        when it started from a model outside the runs folder (a hub id)."""
+        model = rl_run.started_from(self.runs)
+        return run_of(model, self.runs) if model else None
 
 
 def _reused(run: Run | None) -> Run | None:

@@ -309,6 +309,13 @@ class Run:
             node = node[part]
         return node
 
+    def started_from(self, runs_dir: Path | str = "runs") -> str | None:
+        """The model an RL run started from, found from here (`resolve_checkpoint`): the `init`
+        its step-0 metrics record, else its rl.init setting; None when neither says."""
+        init = next((m["init"] for m in self.metrics() if m.get("step") == 0 and m.get("init")), None)
+        init = init or self.setting("rl.init", "")
+        return resolve_checkpoint(str(init), runs_dir) if init else None
+
     def final_checkpoint(self) -> Path | None:
         """The model the run stands for: checkpoints/final when complete (SFT), else its latest
         complete step_<N> checkpoint (RL), else None."""
@@ -641,6 +648,15 @@ def resolve_checkpoint(name: str, runs_dir: Path | str = "runs") -> str:
                 return str(final)
     found = resolve_path(name, runs_dir)
     return str(found) if found is not None else name
+
+
+def run_of(path: Path | str, runs_dir: Path | str = "runs") -> Run | None:
+    """The run under `runs_dir` whose folder holds `path` (a checkpoint, a traces file), or None."""
+    found = resolve_path(path, runs_dir)
+    if found is None:
+        return None
+    found = found.resolve()
+    return next((r for r in list_runs(runs_dir) if r.path.resolve() in (found, *found.parents)), None)
 
 
 def find_runs(runs_dir: Path | str, stage: str | None = None, status: str | None = None,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError, ReproduceJob
-from core.experiments.reproduce.claims import build_report, curve_slope, finished_seeds, summarize
-from core.experiments.reproduce.ledger import Ledger
+from core.experiments.reproduce.claims import curve_slope, summarize
+from core.experiments.reproduce.ledger import Ledger, build_report, finished_seeds
 from core.experiments.reproduce.plan import plan
 from core.overrides import build, load_preset
 from core.report.reproduce import write_report

@@ -441,3 +441,15 @@ def test_stored_paths_resolve_from_any_working_directory(tmp_path: Path, monkeyp
         final.resolve()
     assert store.resolve_checkpoint("Qwen/Qwen2.5-0.5B", runs) == "Qwen/Qwen2.5-0.5B"  # a hub id stays
     assert store.resolve_path("runs/nope", runs) is None
+
+
+def test_what_an_rl_run_started_from_and_which_run_holds_a_path(tmp_path: Path, monkeypatch) -> None:
+    runs = tmp_path / "runs"
+    sft = _with_checkpoint(runs, "sft", "sft-x", "final")
+    rl = _with_checkpoint(runs, "rl", "rl-y", 10, {"rl": {"init": ""}})
+    assert rl.started_from(runs) is None
+    rl.log_metrics({"step": 0, "init": "runs/sft-x/checkpoints/final"})  # relative to where lab rl ran
+    monkeypatch.chdir(tmp_path / "runs")
+    assert Path(rl.started_from(runs)).resolve() == sft.checkpoint_dir("final").resolve()
+    assert store.run_of(rl.started_from(runs), runs).id == "sft-x"
+    assert store.run_of("Qwen/Qwen2.5-0.5B", runs) is None

@@ -48,12 +48,8 @@ def _rl_run(name: str, runs_dir: str | Path) -> Run | None:
 
 
 def rl_init(run: Run, runs_dir: str | Path) -> str:
-    """The policy an RL run started from (recorded in its metrics at step 0), found from here."""
-    for m in run.metrics():
-        if m.get("step") == 0 and m.get("init"):
-            return resolve_checkpoint(str(m["init"]), runs_dir)
-    init = run.setting("rl.init", "")
-    return resolve_checkpoint(init, runs_dir) if init else latest_sft_checkpoint(runs_dir)
+    """The policy an RL run started from (`Run.started_from`), else the newest SFT run's."""
+    return run.started_from(runs_dir) or latest_sft_checkpoint(runs_dir)
 
 
 def checkpoints_to_sweep(model: str, spec: str, runs_dir: str | Path = "runs") -> list[Checkpoint]:

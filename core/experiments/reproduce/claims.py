@@ -16,8 +16,6 @@ import statistics
 from typing import Any
 
 from core.config import ReproduceJob
-from core.experiments.reproduce.ledger import Ledger
-from core.experiments.reproduce.plan import Plan, rl_variants
 from core.store import Run, StoreError
 
 RULE = ("reproduced when every listed quantity has mean over seeds > 0 and is > 0 in every seed; "
@@ -81,6 +79,25 @@ def _fmt(part: dict, unit: str) -> str:
     return f"{part['quantity']}: {part['mean'] * scale:+.1f}{suffix}{interval} (seeds {seeds})"
 
 
+def rl_beats_sft(base: list[dict]) -> dict:
+    """Claim 1 from the T1 RL run's figures, one dict per seed (`rl_figures`)."""
+    return claim(1, "RL beats SFT (held-out accuracy at the largest budget)",
+                 {"RL final - SFT": [x["acc_final"] - x["acc_start"] for x in base]},
+                 {"SFT acc": statistics.fmean(x["acc_start"] for x in base),
+                  "RL acc": statistics.fmean(x["acc_final"] for x in base)}, "accuracy")
+
+
+def steeper_curves(budget: list[list[dict]]) -> dict:
+    """Claim 2 from the budget sweep of the T1 RL run, one list of checkpoints per seed
+    (`budget_figures`: the SFT model first, the last RL checkpoint last)."""
+    slopes = [[c["slope"] for c in seed] for seed in budget]
+    by_ckpt = {c["checkpoint"]: statistics.fmean(s[i] for s in slopes) for i, c in enumerate(budget[0])}
+    return claim(2, "Accuracy rises with budget; later RL checkpoints have steeper curves",
+                 {"slope of the last RL checkpoint": [s[-1] for s in slopes],
+                  "slope last RL checkpoint - slope SFT": [s[-1] - s[0] for s in slopes]},
+                 {f"slope {name}": v for name, v in by_ckpt.items()}, "slope")
+
+
 def claims(job: ReproduceJob, rl: dict[str, list[dict]], budget: list[list[dict]]) -> list[dict]:
     """The six comparisons from per-variant, per-seed figures (rl[variant][seed index])."""
     k = job.reproduce
@@ -91,17 +108,10 @@ def claims(job: ReproduceJob, rl: dict[str, list[dict]], budget: list[list[dict]
     def mean(variant: str, key: str) -> float:
         return statistics.fmean(x[key] for x in rl[variant])
 
-    slopes = [[c["slope"] for c in seed] for seed in budget]
-    by_ckpt = {c["checkpoint"]: statistics.fmean(s[i] for s in slopes) for i, c in enumerate(budget[0])}
     kl, ks = f"k{k.k_large}", f"k{k.k_small}"
     return [
-        claim(1, "RL beats SFT (held-out accuracy at the largest budget)",
-              {"RL final - SFT": diff("base", "base", "acc_final", "acc_start")},
-              {"SFT acc": mean("base", "acc_start"), "RL acc": mean("base", "acc_final")}, "accuracy"),
-        claim(2, "Accuracy rises with budget; later RL checkpoints have steeper curves",
-              {"slope of the last RL checkpoint": [s[-1] for s in slopes],
-               "slope last RL checkpoint - slope SFT": [s[-1] - s[0] for s in slopes]},
-              {f"slope {name}": v for name, v in by_ckpt.items()}, "slope"),
+        rl_beats_sft(rl["base"]),
+        steeper_curves(budget),
         claim(3, "T1 traces beat plain CoT SFT data (largest budget; after SFT and after RL)",
               {"T1 - plain, SFT": diff("base", "plain", "acc_start"),
                "T1 - plain, after RL": diff("base", "plain", "acc_final")},
@@ -119,30 +129,3 @@ def claims(job: ReproduceJob, rl: dict[str, list[dict]], budget: list[list[dict]
               {"EMA - frozen": diff("base", "frozen", "acc_final")},
               {"EMA acc": mean("base", "acc_final"), "frozen acc": mean("frozen", "acc_final")}, "accuracy"),
     ]
-
-
-def finished_seeds(job: ReproduceJob, p: Plan, ledger: Ledger) -> list[int]:
-    """Seeds whose sub-runs (and the shared ones) have all finished."""
-    return [s for s in job.reproduce.seeds
-            if all(ledger.done(x.key) for x in p.subs if x.seed in (s, None))]
-
-
-def build_report(job: ReproduceJob, p: Plan, ledger: Ledger, seeds: list[int] | None = None) -> dict:
-    """Figures of the finished sub-runs of `seeds` (default: all) -> the claims, with the
-    sub-run folders they came from."""
-    def folder(key: str) -> Run:
-        r = ledger.run(p.key(key))
-        if r is None or r.status() != "complete":
-            raise StoreError(f"sub-run {key} has not finished: rerun with --resume")
-        return r
-
-    seeds = job.reproduce.seeds if seeds is None else seeds
-    names = [*rl_variants(job), "plain"]
-    rl = {v: [rl_figures(folder(f"rl-{v}-{s}")) for s in seeds] for v in names}
-    budget = [budget_figures(folder(f"budget-{s}")) for s in seeds]
-    curves = [folder(f"budget-{s}").curves() for s in seeds]
-    training = {v: [folder(f"rl-{v}-{s}").metrics() for s in seeds] for v in names}
-    return {"claims": claims(job, rl, budget), "rule": RULE, "seeds": list(seeds),
-            "partial": list(seeds) != list(job.reproduce.seeds), "rl": rl, "budget": budget,
-            "subruns": {k: str(ledger.runs_dir / rid) for k, rid in ledger.ids.items()},
-            "aliases": p.alias, "_curves": curves, "_training": training}

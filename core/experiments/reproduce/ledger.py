@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.experiments.reproduce.plan import SubRun
+from core.config import ReproduceJob
+from core.experiments.reproduce.claims import RULE, budget_figures, claims, rl_figures
+from core.experiments.reproduce.plan import Plan, SubRun, rl_variants
 from core.overrides import apply_overrides, to_dict
 from core.stages import Context, run_stage
-from core.store import Run, atomic_write_json, new_run, read_json
+from core.store import Run, StoreError, atomic_write_json, new_run, read_json
 
 
 class Ledger:
@@ -51,3 +53,30 @@ def execute(sub: SubRun, ledger: Ledger, ctx: Context) -> dict:
     out = run_stage(sub.stage, cfg, run, Context(ctx.say, ctx.progress, ledger.runs_dir, resumed))
     run.write_summary(out)
     return out
+
+
+def finished_seeds(job: ReproduceJob, p: Plan, ledger: Ledger) -> list[int]:
+    """Seeds whose sub-runs (and the shared ones) have all finished."""
+    return [s for s in job.reproduce.seeds
+            if all(ledger.done(x.key) for x in p.subs if x.seed in (s, None))]
+
+
+def build_report(job: ReproduceJob, p: Plan, ledger: Ledger, seeds: list[int] | None = None) -> dict:
+    """Figures of the finished sub-runs of `seeds` (default: all) -> the claims, with the
+    sub-run folders they came from."""
+    def folder(key: str) -> Run:
+        r = ledger.run(p.key(key))
+        if r is None or r.status() != "complete":
+            raise StoreError(f"sub-run {key} has not finished: rerun with --resume")
+        return r
+
+    seeds = job.reproduce.seeds if seeds is None else seeds
+    names = [*rl_variants(job), "plain"]
+    rl = {v: [rl_figures(folder(f"rl-{v}-{s}")) for s in seeds] for v in names}
+    budget = [budget_figures(folder(f"budget-{s}")) for s in seeds]
+    curves = [folder(f"budget-{s}").curves() for s in seeds]
+    training = {v: [folder(f"rl-{v}-{s}").metrics() for s in seeds] for v in names}
+    return {"claims": claims(job, rl, budget), "rule": RULE, "seeds": list(seeds),
+            "partial": list(seeds) != list(job.reproduce.seeds), "rl": rl, "budget": budget,
+            "subruns": {k: str(ledger.runs_dir / rid) for k, rid in ledger.ids.items()},
+            "aliases": p.alias, "_curves": curves, "_training": training}
