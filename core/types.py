@@ -6,10 +6,12 @@ lives in a `Verdict`; a reward is never stored in a field called advantage (and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "length"]
+Say = Callable[[str], None]  # where a stage's human log lines go (print, a notebook, a prefix)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Simplified from the paper, on purpose and configurable: K=8 samples per prompt i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -23,9 +23,7 @@ from core.evaluate import evaluate
 from core.models import save_policy
 from core.rl.trainer import Trainer
 from core.store import Run
-from core.types import Problem
-
-Say = Callable[[str], None]
+from core.types import Problem, Say
 
 
 def train(trainer: Trainer, run: Run, heldout: Sequence[Problem], eval_cfg: EvalConfig, init: str,

@@ -18,8 +18,7 @@ from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
 from core.store import Run, find_runs, new_run, resolve_checkpoint
 from core.tasks import TaskError, make_task
-
-Say = Callable[[str], None]
+from core.types import Say
 
 
 @dataclass(frozen=True)
