@@ -20,6 +20,10 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _section(factory: Any, help: str) -> Any:
+    return field(default_factory=factory, metadata={"help": help})
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -278,7 +282,7 @@ class RLConfig:
         "which K of N to keep: 'max_variance' (the reward-balanced subset of largest reward variance; "
         "ties to the earliest drawn) or 'random' (uniform, seeded by the step)",
     )
-    sampling: SamplingConfig = field(default_factory=_rollout_sampling)  # rollouts (paper: temperature 1.2); hitting max_new_tokens is the over-long penalty
+    sampling: SamplingConfig = _section(_rollout_sampling, "rollouts (paper: temperature 1.2); hitting max_new_tokens is the over-long penalty; the backend also serves the held-out evaluation")
     lr: float = _f(2e-4, "peak learning rate (AdamW, warmup then cosine)")
     warmup_steps: int = _f(5, "linear warmup steps")
     grad_clip: float = _f(1.0, "gradient norm clip")
@@ -296,7 +300,7 @@ class RLConfig:
     clip_high: float = _f(0.26, "ratio clipped above at 1 + clip_high")
     ppo_epochs: int = _f(1, "passes over each batch (> 1 needs clip=true)")
     drop_equal_groups: bool = _f(False, "skip groups whose rewards are all equal (dynamic filtering)")
-    lora: LoraConfig = field(default_factory=LoraConfig)  # with LoRA the anchor is an EMA of the adapters
+    lora: LoraConfig = _section(LoraConfig, "LoRA adapters instead of all weights; the anchor is then an EMA of the adapters")
     penalize_overlong: bool = _f(True, "-1 for responses that hit max_new_tokens")
     penalize_repetition: bool = _f(True, "-1 for repetitive responses")
     penalize_garbled: bool = _f(True, "-1 for garbled responses")

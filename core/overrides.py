@@ -195,6 +195,25 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def describe(cls: type) -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every leaf: the command line's --help table."""
+    """(dotted key, default, help) for every leaf, after a row (default None) for each section
+    that has help of its own: the table `python -m lab config` prints."""
     base = flatten(to_dict(cls()))
-    return [(k, base[k], f.metadata.get("help", "")) for k, (f, _) in flat_fields(cls).items()]
+    sections = _section_help(cls)
+    rows: list[tuple[str, Any, str]] = []
+    for key, (f, _) in flat_fields(cls).items():
+        for section in [s for s in sections if key.startswith(s + ".")]:
+            rows.append((section, None, sections.pop(section)))
+        rows.append((key, base[key], f.metadata.get("help", "")))
+    return rows
+
+
+def _section_help(cls: type, prefix: str = "") -> dict[str, str]:
+    """Dotted section name -> its help, for nested sections declared with help."""
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            if f.metadata.get("help"):
+                out[f"{prefix}{f.name}"] = f.metadata["help"]
+            out.update(_section_help(hints[f.name], f"{prefix}{f.name}."))
+    return out

@@ -121,7 +121,8 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_config(job: str) -> None:
     for key, default, text in describe(JOBS[job]):
-        print(f"{key:32s} {json.dumps(default):>14s}  {text}")
+        shown = "(section)" if default is None else json.dumps(default)
+        print(f"{key:32s} {shown:>14s}  {text}")
 
 
 def _run_app(args: argparse.Namespace) -> int:

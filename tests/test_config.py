@@ -125,3 +125,11 @@ def test_auto_dtype_keeps_fp32_weights_for_training(monkeypatch) -> None:
     assert setup_torch(ModelConfig(), train=True) == ("cuda", torch.float32)
     assert setup_torch(ModelConfig(dtype="bf16"), train=True) == ("cuda", torch.bfloat16)
     assert setup_torch(ModelConfig(dtype="fp32")) == ("cuda", torch.float32)
+
+
+def test_config_table_explains_sections_with_a_meaning_of_their_own() -> None:
+    rows = {key: (default, text) for key, default, text in describe(RLJob)}
+    assert rows["rl.sampling"][0] is None and "1.2" in rows["rl.sampling"][1]
+    assert rows["rl.sampling.temperature"][0] == 1.2 and rows["eval.sampling.temperature"][0] == 1.0
+    keys = [key for key, _, _ in describe(RLJob)]
+    assert keys.index("rl.sampling") == keys.index("rl.sampling.backend") - 1  # the header, then its keys
