@@ -15,15 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-from app.common import page_header, run_config  # noqa: E402
+from app.common import page_header, run_config, run_summary  # noqa: E402
 from core.report.views import config_diff, drop_empty_columns, run_row  # noqa: E402
 
 runs = page_header("Runs")
 if not runs:
     st.stop()
 
-rows = drop_empty_columns([run_row(r.id, run_config(r), r.summary(), r.status()) for r in runs])
+skipped: list[str] = []
+rows = drop_empty_columns([run_row(r.id, run_config(r), run_summary(r, skipped), r.status()) for r in runs])
 st.dataframe(rows, width="stretch", hide_index=True)
+for reason in skipped:
+    st.warning(f"Figures left out, the file is malformed: {reason}")
 st.caption("status: complete = summary.json written; running = its process is alive on this "
            "machine; crashed = neither. Figures come from summary.json.")
 

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on t
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from core.report.views import trace_step_stats  # noqa: E402
+from core.report.views import trace_step_stats, usable_curve, usable_rollout  # noqa: E402
 from core.store import Run, StoreError, list_runs  # noqa: E402
 
 FileKey = tuple[str, int, int, int]
@@ -73,9 +73,14 @@ def load_metrics(run: Run) -> list[dict]:
     return _metrics(str(run.path), file_key(run.metrics_path))
 
 
-def load_samples(run: Run, step: int) -> list[dict]:
-    """Rollout rows of one RL step ([] if the file is missing)."""
-    return _samples(str(run.path), step, file_key(run.samples_path(step)))
+def load_samples(run: Run, step: int, skipped: list[str] | None = None) -> list[dict]:
+    """Rollout rows of one RL step ([] if the file is missing); rows the pages cannot read
+    (wrong types, missing ids) are left out, counted in `skipped`."""
+    rows = _samples(str(run.path), step, file_key(run.samples_path(step)))
+    good = [r for r in rows if usable_rollout(r)]
+    if skipped is not None and len(good) < len(rows):
+        skipped.append(f"{len(rows) - len(good)} malformed rows of {run.samples_path(step)}")
+    return good
 
 
 def load_sample_steps(run: Run) -> list[int]:
@@ -93,12 +98,28 @@ def load_eval_rows(run: Run, name: str) -> list[dict]:
     return _eval_rows(str(run.path), name, file_key(run.eval_path(name)))
 
 
-def load_curves(run: Run) -> dict[str, dict]:
-    """name -> inference-budget curve of a run; a malformed file (mid-write elsewhere) -> {}."""
+def load_curves(run: Run, skipped: list[str] | None = None) -> dict[str, dict]:
+    """name -> inference-budget curve of a run whose points can be drawn; a malformed file or
+    curve hides only itself, its reason appended to `skipped`."""
+    curves = run.curves(skipped)
+    good = {name: c for name, c in curves.items() if usable_curve(c)}
+    if skipped is not None:
+        skipped += [f"{run.curve_path(name)}: not a budget curve (points of budget_tokens and accuracy)"
+                    for name in curves if name not in good]
+    return good
+
+
+def run_summary(run: Run, skipped: list[str]) -> dict | None:
+    """summary.json of a run, None while it runs or when the file is malformed (said in `skipped`)."""
     try:
-        return run.curves()
-    except StoreError:
-        return {}
+        summary = run.summary()
+    except StoreError as e:
+        skipped.append(str(e))
+        return None
+    if summary is not None and not isinstance(summary, dict):
+        skipped.append(f"{run.summary_path}: expected a JSON object")
+        return None
+    return summary
 
 
 def load_trace_stats(run: Run, steps: list[int], task: str | None) -> pd.DataFrame:

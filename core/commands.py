@@ -16,9 +16,9 @@ from typing import Any
 
 from core.config import JOBS, ConfigError
 from core.experiments.reproduce import runner as reproduce
-from core.overrides import build, from_dict, to_dict
+from core.overrides import build, flatten, from_dict, to_dict
 from core.stages import STAGES, Context, Say, Stage, launch
-from core.store import Run, open_run
+from core.store import Run, StoreError, open_run
 
 # every command's story and preflight: the stages, and the reproduce experiment
 COMMANDS: dict[str, Stage] = {**STAGES, "reproduce": Stage(reproduce.run, reproduce.preflight)}
@@ -34,16 +34,50 @@ def run_command(command: str, overrides: Mapping[str, Any] | None = None,
 
 
 def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "runs",
-                   say: Say = print, progress: bool = True) -> tuple[Run, dict]:
-    """`python -m lab <command> --resume RUN`: the run's saved config, continued in its folder."""
-    job_class(command)
-    run = open_run(run_or_id, runs_dir)
-    job = from_dict(job_class(command), run.job_config())
-    say(f"resuming {run.path}")
+                   say: Say = print, progress: bool = True,
+                   overrides: Mapping[str, Any] | None = None) -> tuple[Run, dict]:
+    """`python -m lab <command> --resume RUN [key=value ...]`: the run's saved config (with
+    `overrides` on top, validated and recorded), continued in its folder. Only a run of the same
+    command that is not running is resumed; a complete one only to extend it (`EXTENDS`)."""
+    run = resumable(command, run_or_id, runs_dir)
+    saved = from_dict(job_class(command), run.job_config())
+    job = build(job_class(command), {k: v for k, v in flatten(to_dict(saved)).items()}, dict(overrides or {}))
+    if run.status() == "complete":
+        check_extends(command, saved, job, run)
+    say(f"resuming {run.path}" + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""))
     run.write_config(command, to_dict(job))
     out = COMMANDS[command].run(job, run, Context(say, progress, runs_dir, resume=True))
     run.write_summary(out)
     return run, out
+
+
+# what makes a complete run worth resuming: the command's size keys, which must grow
+EXTENDS: dict[str, tuple[str, ...]] = {"rl": ("rl.steps",), "synth": ("synth.num_problems",)}
+
+
+def resumable(command: str, run_or_id: str | Path, runs_dir: str | Path) -> Run:
+    """The run `--resume` names, if it is one this command may continue (StoreError otherwise)."""
+    job_class(command)
+    if command not in ("rl", "synth", "reproduce"):
+        raise ConfigError(f"lab {command} has no --resume")
+    run = open_run(run_or_id, runs_dir)
+    if run.stage != command:
+        what = f"a {run.stage} run" if run.stage else "not a run folder of the lab (no config.json with a stage)"
+        raise StoreError(f"{run.path} is {what}: `lab {command} --resume` continues a run that `lab {command}` made")
+    if run.status() == "running":
+        raise StoreError(f"{run.path} is still running (pid {run.config().get('pid')} on this machine): "
+                         "stop it first; a run resumes once it has stopped")
+    return run
+
+
+def check_extends(command: str, saved: Any, job: Any, run: Run) -> None:
+    """A complete run resumes only when the overrides make it bigger (more steps or problems)."""
+    keys = EXTENDS.get(command, ())
+    old, new = flatten(to_dict(saved)), flatten(to_dict(job))
+    if not any(new[k] > old[k] for k in keys):
+        more = " or ".join(f"{k} above {old[k]}" for k in keys)
+        hint = f" (to extend it, give {more})" if more else ""
+        raise StoreError(f"{run.path} is complete: nothing to resume{hint}")
 
 
 def job_class(command: str) -> type:

@@ -24,6 +24,14 @@ def _section(factory: Any, help: str) -> Any:
     return field(default_factory=factory, metadata={"help": help})
 
 
+def _nested(section: Any, prefix: str) -> None:
+    """Validate a shared section, its messages naming where it sits ("rl." + "sampling....")."""
+    try:
+        section.validate()
+    except ConfigError as e:
+        raise ConfigError(prefix + str(e)) from None
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -62,7 +70,10 @@ class ModelConfig:
     def validate(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda"), "model.device must be auto, cpu or cuda")
         _check(self.dtype in ("auto", "fp32", "bf16"), "model.dtype must be auto, fp32 or bf16")
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            _check(getattr(self, key) >= 1, f"model.{key} must be >= 1 (got {getattr(self, key)})")
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size must divide by num_heads")
+        _check(self.threads >= 0, "model.threads must be >= 0 (0 = torch's default)")
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class LoraConfig:
 
     def validate(self) -> None:
         _check(self.r >= 1, f"lora.r must be >= 1 (got {self.r})")
+        _check(self.alpha >= 1, f"lora.alpha must be >= 1 (got {self.alpha})")
         _check(bool(self.target_modules()), "lora.targets must name at least one module")
 
     def target_modules(self) -> list[str]:
@@ -175,7 +187,7 @@ class TeacherConfig:
         _check(self.retries >= 0, "teacher.retries must be >= 0")
         _check(self.concurrency >= 1, "teacher.concurrency must be >= 1")
         _check(self.parallel_problems >= 1, "teacher.parallel_problems must be >= 1")
-        self.sampling.validate()
+        _nested(self.sampling, "teacher.")
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,11 @@ class SFTConfig:
     def validate(self) -> None:
         _check(self.lr > 0, "sft.lr must be > 0")
         _check(self.max_steps >= 1, "sft.max_steps must be >= 1")
+        _check(self.batch_size >= 1 and self.micro_batch_size >= 1,
+               "sft.batch_size and sft.micro_batch_size must be >= 1")
+        _check(self.grad_clip > 0 and self.weight_decay >= 0, "sft.grad_clip must be > 0 and sft.weight_decay >= 0")
+        _check(self.log_every >= 1, "sft.log_every must be >= 1")
+        _check(self.save_every >= 0, "sft.save_every must be >= 0 (0 = only the final checkpoint)")
         _check(0 <= self.warmup_steps < self.max_steps, "sft.warmup_steps must be < sft.max_steps")
         _check(
             self.batch_size % self.micro_batch_size == 0,
@@ -205,7 +222,7 @@ class SFTConfig:
             f"({self.batch_size})",
         )
         _check(self.max_seq_len >= 8, "sft.max_seq_len must be >= 8")
-        self.lora.validate()
+        _nested(self.lora, "sft.")
 
 
 @dataclass(frozen=True)
@@ -220,7 +237,7 @@ class EvalConfig:
         _check(self.split in ("train", "heldout"), "eval.split must be 'train' or 'heldout'")
         _check(self.num_problems >= 0, "eval.num_problems must be >= 0")
         _check(self.num_samples >= 1, "eval.num_samples must be >= 1")
-        self.sampling.validate()
+        _nested(self.sampling, "eval.")
 
 
 @dataclass(frozen=True)
@@ -254,7 +271,7 @@ class BudgetConfig:
         _check(self.num_problems >= 0, "budget.num_problems must be >= 0")
         _check(self.num_samples >= 1, "budget.num_samples must be >= 1")
         parse_checkpoints(self.checkpoints)
-        self.sampling.validate()
+        _nested(self.sampling, "budget.")
 
 
 def parse_checkpoints(spec: str) -> str | tuple[float, ...]:
@@ -312,6 +329,18 @@ class RLConfig:
 
     def validate(self) -> None:
         _check(self.steps >= 1, "rl.steps must be >= 1")
+        _check(self.prompts_per_step >= 1, f"rl.prompts_per_step must be >= 1 (got {self.prompts_per_step})")
+        _check(self.micro_batch_size >= 1, f"rl.micro_batch_size must be >= 1 (got {self.micro_batch_size})")
+        _check(self.lr > 0, f"rl.lr must be > 0 (got {self.lr})")
+        _check(self.warmup_steps >= 0 and self.grad_clip > 0, "rl.warmup_steps must be >= 0 and rl.grad_clip > 0")
+        _check(self.entropy_coef >= 0 and self.beta >= 0, "rl.entropy_coef and rl.beta must be >= 0")
+        _check(self.eval_every >= 0, f"rl.eval_every must be >= 0 (0 = start and end only; got {self.eval_every})")
+        _check(self.save_every >= 0, f"rl.save_every must be >= 0 (0 = the last step only; got {self.save_every})")
+        _check(self.ppo_epochs >= 1, f"rl.ppo_epochs must be >= 1 (got {self.ppo_epochs})")
+        _check(self.clip_low > 0 and self.clip_high > 0, "rl.clip_low and rl.clip_high must be > 0")
+        _check(self.anchor != "reset" or self.reset_every >= 1, "rl.anchor=reset needs rl.reset_every >= 1")
+        _check(self.repeat_chars >= 1 and self.repeat_count >= 2,
+               "rl.repeat_chars must be >= 1 and rl.repeat_count >= 2")
         _check(self.advantage in ("rloo", "grpo"), "rl.advantage must be 'rloo' or 'grpo'")
         _check(
             self.num_generations >= 2,
@@ -338,8 +367,8 @@ class RLConfig:
             f"({self.num_generations}): K of the N drawn are kept",
         )
         _check(self.oversample_rule in ("max_variance", "random"), "rl.oversample_rule must be 'max_variance' or 'random'")
-        self.sampling.validate()
-        self.lora.validate()
+        _nested(self.sampling, "rl.")
+        _nested(self.lora, "rl.")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from core.config import LoraConfig, ModelConfig
@@ -108,6 +109,31 @@ def resolve_source(name_or_path: str) -> str:
     raise ModelLoadError(f"model folder not found: {name_or_path}")
 
 
+def check_reachable(hub_id: str) -> None:
+    """ModelLoadError when a hub model is neither in the local cache nor downloadable now (no
+    network), so a run that would fail at its first load is refused before it starts."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        return
+    if offline_mode() or not hub_reachable():
+        raise ModelLoadError(f"cannot reach the Hugging Face hub to download {hub_id!r} (no network) and it "
+                             "is not in the local cache; pass a local model folder instead")
+
+
+def check_weights(folder: str) -> None:
+    """ModelLoadError when a weights file of a local model folder is truncated or not
+    safetensors (reads the headers only: cheap, before any run folder is made)."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (OSError, SafetensorError) as e:
+            raise ModelLoadError(f"could not load model {folder!r}: {file.name}: {str(e).splitlines()[0]}") from None
+
+
 def load_tokenizer(source: str, **kwargs: Any) -> Any:
     """AutoTokenizer, except for word-level tokenizers (the embedded model's).
 
@@ -156,7 +182,7 @@ def load_policy(
                         "pass a local model folder instead"
                     ) from None
                 model, tokenizer = _load(source, dtype, attn_implementation)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # a missing or truncated weights file, a bad config
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"could not load model {source!r}: {first}") from None
     if tokenizer.pad_token_id is None:

@@ -8,7 +8,8 @@ Layout of ``runs/<run_id>/``::
     synth/traces.jsonl       synthesized SFT traces, one per line
     synth/rejected.jsonl     problems the teacher filters dropped or that failed (status, error)
     curves/<name>.json       inference-budget curves, rewritten atomically
-    checkpoints/step_<N>/    HF weights (written by other code); complete once it holds COMPLETE
+    checkpoints/step_<N>/    HF weights and the resume state (trainer_state.json + .safetensors,
+                             written by other code); complete once it holds COMPLETE
     checkpoints/final/
     eval/<name>.jsonl        per-problem evaluation rows
     summary.json             written last; its existence means the run completed
@@ -404,8 +405,28 @@ class Run:
         return self.path / filename
 
     def trainer_state_path(self, checkpoint: Path) -> Path:
-        """The resume state (optimizer, scheduler, RNG, data position, anchor) of a checkpoint."""
-        return Path(checkpoint) / "trainer_state.pt"
+        """The resume state (optimizer, scheduler, RNG, data position, anchor) of a checkpoint:
+        a stem, written as trainer_state.json + trainer_state.safetensors (core.tensor_state)."""
+        return Path(checkpoint) / "trainer_state"
+
+    def pickled_state_only(self, checkpoint: Path) -> bool:
+        """Whether the checkpoint's resume state is only the pickle earlier versions wrote
+        (trainer_state.pt), which the lab never loads: a pickle can run code."""
+        checkpoint = Path(checkpoint)
+        return (checkpoint / "trainer_state.pt").exists() and not (checkpoint / "trainer_state.json").exists()
+
+    def repair_jsonl(self, path: Path) -> int:
+        """Rewrite a JSONL file of the run without its malformed lines (a torn last line after a
+        crash); returns how many were dropped. Atomic: a crash meanwhile keeps the old file."""
+        path = Path(path)
+        if not path.exists():
+            return 0
+        lines = path.read_bytes().splitlines(keepends=True)
+        good = [json.loads(line) for line in lines if _parses(line)]
+        dropped = sum(1 for line in lines if line.strip()) - len(good)
+        if dropped:
+            atomic_write_text(path, "".join(_dumps(r) + "\n" for r in good))
+        return dropped
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, dir) of every complete step_<N> checkpoint, sorted by step."""
@@ -422,6 +443,26 @@ class Run:
         """The complete step_<N> checkpoint with the largest N, or None."""
         found = self.checkpoints()
         return found[-1][1] if found else None
+
+    def begin_checkpoint(self, path: Path) -> Path:
+        """Make `path` ready to be (re)written: its COMPLETE marker goes first, so a crash while
+        the files are replaced never leaves a marked checkpoint with half of them."""
+        path = Path(path)
+        (path / COMPLETE_MARKER).unlink(missing_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def set_aside_checkpoints_after(self, step: int) -> list[Path]:
+        """Rename the complete checkpoints of steps after `step` to step_<N>.unused-<time> (a run
+        resumed from an earlier one, because those could not be loaded, rewrites its future);
+        returns the new names. Nothing is deleted."""
+        moved = []
+        for s, path in self.checkpoints():
+            if s > step:
+                target = path.with_name(f"{path.name}.unused-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+                path.rename(target)
+                moved.append(target)
+        return moved
 
     def mark_checkpoint_complete(self, path: Path) -> None:
         """Write `path`/COMPLETE once every weight file is saved (crash mid-save -> not resumed)."""
@@ -533,14 +574,23 @@ class Run:
         """Synthesized SFT traces."""
         return read_jsonl(self.traces_path)
 
-    def curves(self) -> dict[str, dict]:
-        """name -> curve for every curves/<name>.json, sorted by name."""
+    def curves(self, skipped: list[str] | None = None) -> dict[str, dict]:
+        """name -> curve for every curves/<name>.json, sorted by name. A file that is not a JSON
+        object is left out (one bad file hides only itself), its reason appended to `skipped`."""
         if not self.curves_dir.is_dir():
             return {}
         out = {}
         for child in sorted(self.curves_dir.glob("*.json")):
-            if child.is_file() and _NAME_RE.fullmatch(child.stem):
-                out[child.stem] = read_json(child, default={})
+            if not (child.is_file() and _NAME_RE.fullmatch(child.stem)):
+                continue
+            try:
+                curve = read_json(child, default={})
+            except StoreError as e:
+                curve = str(e)
+            if isinstance(curve, dict):
+                out[child.stem] = curve
+            elif skipped is not None:
+                skipped.append(curve if isinstance(curve, str) else f"{child}: expected a JSON object")
         return out
 
     def eval_rows(self, name: str) -> list[dict]:
@@ -575,6 +625,14 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # Run folders
 # ---------------------------------------------------------------------------------------------
+
+
+def _parses(line: bytes) -> bool:
+    """Whether one JSONL line holds a JSON object."""
+    try:
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def is_run_dir(path: Path) -> bool:

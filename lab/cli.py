@@ -108,12 +108,14 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
         run_command,
     )
 
+    overrides = _parse_overrides(args.overrides)
+    if getattr(args, "sampler", None):
+        overrides.update({key: args.sampler for key in SAMPLER_KEYS[args.command]})
     if getattr(args, "resume", None):
-        run, out = resume_command(args.command, args.resume, args.runs_dir, _say, not args.quiet)
+        if args.preset not in (None, "reproduce" if args.command == "reproduce" else None):
+            raise ConfigError("--resume takes the run's saved config (key=value overrides on top), not a preset")
+        run, out = resume_command(args.command, args.resume, args.runs_dir, _say, not args.quiet, overrides)
     else:
-        overrides = _parse_overrides(args.overrides)
-        if getattr(args, "sampler", None):
-            overrides.update({key: args.sampler for key in SAMPLER_KEYS[args.command]})
         run, out = run_command(args.command, overrides, args.runs_dir,
                                _preset(args.preset), _say, not args.quiet, args.run_id)
     return {"run_dir": str(run.path), **out}
@@ -152,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; the run folder keeps what was written so far", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - known user errors get one line, others re-raise
+        if _disk_full(e):
+            print(f"error: no space left on the device{_where(e)}; free some and resume the run "
+                  "(what was written before stays readable)", file=sys.stderr)
+            return 2
         if not _is_user_error(e):
             raise
         print(f"error: {e}", file=sys.stderr)
@@ -179,6 +185,22 @@ def _run_demo(args: argparse.Namespace) -> dict[str, Any]:
     out = run_demo(run, Context(_say, not args.quiet, args.runs_dir), preset)
     run.write_summary(out)
     return {"run_dir": str(run.path), **out}
+
+
+def _disk_full(e: BaseException) -> bool:
+    """A write that failed for want of space: OSError ENOSPC / EDQUOT, or the same error as
+    the Rust writers of safetensors and tokenizers report it (in their message)."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "os error 28" in text or "No space left on device" in text
+
+
+def _where(e: BaseException) -> str:
+    name = getattr(e, "filename", None)
+    return f" (writing {name})" if name else ""
 
 
 def _is_user_error(e: Exception) -> bool:

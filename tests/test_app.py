@@ -291,3 +291,57 @@ def test_pages_see_appended_metrics_and_a_rewritten_curve(tmp_path: Path, monkey
     scaling.run()
     assert "kl/anchor" in training.multiselect(key="metrics").options
     assert any("3/3 budgets · complete" in c.value for c in scaling.caption)
+
+
+def make_malformed_runs(root: Path) -> Path:
+    """The fixture's good runs plus one of each malformed file a copied or damaged folder holds."""
+    import shutil
+
+    from core.store import new_run
+
+    runs = make_runs(root)
+    good = new_run(runs, "sft", {"task": TASK_CFG}, run_id="sft-good")
+    good.write_summary({"eval/acc": 0.625})
+    new_run(runs, "sft", {"task": TASK_CFG}, run_id="sft-badjson").summary_path.write_text("{not json")
+    new_run(runs, "sft", {"task": TASK_CFG}, run_id="sft-list").summary_path.write_text("[1, 2]")
+    rl = runs / "rl-a"
+    (rl / "curves" / "garbage.json").write_text("\x00not json at all")
+    (rl / "curves" / "wrong_shape.json").write_text('{"points": [{"budget_tokens": "many"}]}')
+    bad = runs / "rl-badrows"
+    shutil.copytree(rl, bad)
+    with open(bad / "samples" / "step_000004.jsonl", "a") as f:
+        f.write('{"problem_id": null, "response": 3, "reward": "high"}\n["a list"]\n')
+    return runs
+
+
+@pytest.fixture(scope="module")
+def malformed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_malformed_runs(tmp_path_factory.mktemp("malformed"))
+
+
+def test_a_malformed_summary_hides_only_its_own_figures(malformed_dir: Path, monkeypatch) -> None:
+    """Regression: one summary.json that was invalid JSON or a list crashed the Runs page."""
+    at = _app("Home.py", malformed_dir, monkeypatch)
+    assert not at.exception, [e.message for e in at.exception]
+    table = at.dataframe[0].value
+    assert {"sft-good", "sft-badjson", "sft-list", "rl-a"} <= set(table["run"])
+    assert table.set_index("run").loc["sft-good", "eval/acc"] == 0.625
+    warnings = " ".join(w.value for w in at.warning)
+    assert "sft-badjson" in warnings and "sft-list" in warnings
+
+
+def test_malformed_curve_files_hide_only_themselves(malformed_dir: Path, monkeypatch) -> None:
+    """Regression: a curve file that was not JSON hid the run's valid curves ("No budget curves
+    yet"), and one of the wrong shape crashed the page."""
+    at = _app("pages/4_Inference_scaling.py", malformed_dir, monkeypatch)
+    assert not at.exception, [e.message for e in at.exception]
+    captions = " ".join(c.value for c in at.caption)
+    assert "4/4 budgets · complete" in captions and "2/4 budgets · running" in captions
+    warnings = " ".join(w.value for w in at.warning)
+    assert "garbage.json" in warnings and "wrong_shape.json" in warnings
+
+
+def test_malformed_rollout_rows_are_left_out_and_said(malformed_dir: Path, monkeypatch) -> None:
+    at = _app("pages/2_Rollouts.py", malformed_dir, monkeypatch, run="rl-badrows", step="4")
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("1 malformed rows" in w.value for w in at.warning)

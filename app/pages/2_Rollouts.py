@@ -36,7 +36,10 @@ step = int(asked) if asked.isdigit() and int(asked) in steps else steps[-1]
 if len(steps) > 1:
     step = st.sidebar.select_slider("Step", options=steps, value=step)
 st.sidebar.caption(f"{len(steps)} steps with rollouts ({steps[0]}..{steps[-1]})")
-rows = load_samples(run, step)
+skipped: list[str] = []
+rows = load_samples(run, step, skipped)
+for reason in skipped:
+    st.warning(f"Left out: {reason}")
 
 over = step_overview(rows)
 cols = st.columns(5)

@@ -19,7 +19,10 @@ REFRESH_S = 3
 X = alt.Scale(type="log", base=2)
 COLOR = alt.Scale(scheme="category10")
 
-runs = [r for r in page_header("Inference scaling") if load_curves(r)]
+skipped: list[str] = []
+runs = [r for r in page_header("Inference scaling") if load_curves(r, skipped)]
+for reason in skipped:
+    st.warning(f"A curve file is left out: {reason}")
 if not runs:
     st.info("No budget curves yet (curves/<name>.json, written by the budget sweep).")
     st.stop()

@@ -273,6 +273,23 @@ def trace_html(trace: Trace) -> str:
 # ---------------------------------------------------------------------------------- curves
 
 
+def usable_curve(curve: Any) -> bool:
+    """Whether a curve file holds what the charts draw: a list of points, each with a numeric
+    budget_tokens and accuracy (a file of another shape is shown as skipped, not drawn)."""
+    points = curve.get("points") if isinstance(curve, Mapping) else None
+    return isinstance(points, list) and all(
+        isinstance(p, Mapping) and _is_number(p.get("budget_tokens")) and _is_number(p.get("accuracy"))
+        for p in points) and isinstance(curve.get("parallel") or [], list)
+
+
+def usable_rollout(row: Any) -> bool:
+    """Whether a rollout row has what the Rollouts page reads: a problem id, a text response,
+    a boolean verdict and a numeric (or missing) reward."""
+    return (isinstance(row, Mapping) and isinstance(row.get("problem_id"), str | int)
+            and isinstance(row.get("response", ""), str) and isinstance(row.get("correct", False), bool)
+            and (row.get("reward") is None or _is_number(row.get("reward"))))
+
+
 def curves_live(curves: Mapping[str, Mapping[str, Any]]) -> bool:
     """Whether any curve is still being written (complete is false or missing)."""
     return any(not c.get("complete", False) for c in curves.values())

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from core.config import EvalConfig
 from core.evaluate import evaluate
 from core.models import save_policy
 from core.rl.trainer import Trainer
-from core.store import Run
+from core.store import Run, StoreError
+from core.tensor_state import load_tree, save_tree
 from core.types import Problem, Say
 
 
@@ -67,20 +68,23 @@ def heldout_eval(trainer: Trainer, problems: Sequence[Problem], cfg: EvalConfig)
 def save_checkpoint(trainer: Trainer, run: Run, init: str) -> None:
     """checkpoints/step_N: the policy in HF format (merged when LoRA, so any loader reads it;
     the adapters beside it), the resume state, then the COMPLETE marker."""
-    path = run.checkpoint_dir(trainer.step_idx)
+    path = run.begin_checkpoint(run.checkpoint_dir(trainer.step_idx))
     save_policy(trainer.policy, trainer.tok, path)
     if trainer.cfg.lora.enabled:
         trainer.policy.save_pretrained(path / "adapter")
-    torch.save({**trainer.state(), "init": init}, run.trainer_state_path(path))
+    save_tree({**trainer.state(), "init": init}, run.trainer_state_path(path))
     run.mark_checkpoint_complete(path)
 
 
-def load_resume_state(run: Run) -> tuple[str, dict] | None:
-    """(checkpoint folder, resume state) of the run's latest complete checkpoint, or None."""
-    ckpt = run.latest_checkpoint()
-    if ckpt is None:
-        return None
-    return str(ckpt), torch.load(run.trainer_state_path(ckpt), weights_only=False)
+def load_resume_state(run: Run, checkpoint: Path) -> dict:
+    """The resume state saved in `checkpoint` (safetensors + JSON: loading runs no code);
+    StoreError for a missing or unreadable one, and for a pickled state of an earlier version,
+    which is never unpickled."""
+    if run.pickled_state_only(checkpoint):
+        raise StoreError(f"{checkpoint}: its resume state is a pickle (written by an earlier version of the "
+                         "lab), which can run code when loaded: not loaded; start a new run from this "
+                         "checkpoint instead (rl.init=<checkpoint folder>)")
+    return load_tree(run.trainer_state_path(checkpoint))
 
 
 def step_line(m: dict) -> str:

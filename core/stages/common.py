@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, SamplingConfig, TaskConfig
-from core.models import EMBEDDED, resolve_source
+from core.models import EMBEDDED, check_reachable, check_weights, resolve_source
 from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
 from core.store import Run, find_runs, new_run, resolve_checkpoint
@@ -39,8 +39,14 @@ def check_backends(*samplings: SamplingConfig) -> None:
 
 
 def check_model(name: str, runs_dir: Path | str) -> str:
-    """The model `name` stands for (a run, checkpoint folder or hub id), checked to exist."""
-    return resolve_source(resolve_checkpoint(name, runs_dir))
+    """The model `name` stands for (a run, checkpoint folder or hub id), checked to exist and,
+    for a local folder, that its weights files are whole."""
+    source = resolve_source(resolve_checkpoint(name, runs_dir))
+    if Path(source).exists():
+        check_weights(source)
+    else:
+        check_reachable(source)
+    return source
 
 
 def check_task(cfg: TaskConfig) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from core.config import RLJob
-from core.models import apply_lora, load_model
+from core.models import ModelLoadError, apply_lora, load_model
 from core.rl.loop import heldout_eval, load_resume_state, train
 from core.rl.trainer import Trainer
 from core.sampling import make_sampler
@@ -21,7 +22,7 @@ from core.stages.common import (
     check_task,
     latest_sft_checkpoint,
 )
-from core.store import Run, resolve_checkpoint
+from core.store import Run, StoreError, resolve_checkpoint
 from core.tasks import make_task, task_problems
 
 
@@ -39,26 +40,28 @@ def start_policy(job: RLJob, runs_dir: Path | str) -> str:
 def run(job: RLJob, run: Run, ctx: Context) -> dict:
     t0, say = time.time(), ctx.say
     task = make_task(job.task)
-    resumed = load_resume_state(run) if ctx.resume else None
+    resumed = resume_point(job, run, ctx) if ctx.resume else None
+    if ctx.resume and resumed is None and run.checkpoints():
+        raise StoreError(f"none of the checkpoints of {run.path} can be resumed from (see above); nothing was changed")
     if resumed is None:
+        if ctx.resume:  # killed before its first checkpoint: what it logged is dropped, it starts over
+            run.rewind(-1)
+            say(f"{run.path} has no checkpoint to resume from: starting over in it (its partial rows dropped)")
         init = start_policy(job, ctx.runs_dir)
-        load_from = init
-    else:  # LoRA resumes from the base weights plus the saved adapters; full fine-tuning from the checkpoint
-        ckpt, state = resumed
+        policy, tok = policy_from(job, init)
+    else:
+        ckpt, state, policy, tok = resumed
         init = state["init"]
-        load_from = resolve_checkpoint(init, ctx.runs_dir) if job.rl.lora.enabled else ckpt
-    policy, tok = load_model(replace(job.model, name=load_from), seed=job.rl.seed, train=True)
-    if job.rl.lora.enabled:
-        torch.manual_seed(job.rl.seed)  # LoRA's A matrices start random: same seed, same run
-        policy = apply_lora(policy, job.rl.lora)
     sampler = make_sampler(job.rl.sampling.backend, policy, tok, job.rl.sampling)
     train_set = task_problems(task, "train", 50_000 if job.task.name == "pairsum" else 0)
     heldout = task_problems(task, job.eval.split, job.eval.num_problems)
     trainer = Trainer(policy, tok, sampler, task, train_set, job.rl)
     if resumed is not None:
-        trainer.load_state(resumed[1])
+        trainer.load_state(state)
         run.rewind(trainer.step_idx)
-        say(f"resumed from {resumed[0]} at step {trainer.step_idx}")
+        for moved in run.set_aside_checkpoints_after(trainer.step_idx):
+            say(f"set aside {moved.name}: the run goes on from an earlier checkpoint")
+        say(f"resumed from {ckpt} at step {trainer.step_idx}")
     else:
         r = job.rl
         say(f"RL from {init}: {r.prompts_per_step} prompts x {r.num_generations} samples at "
@@ -71,3 +74,28 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
     return {"eval/acc_start": first.get("eval/acc"), **final_eval,
             "eval/acc_gain": final_eval.get("eval/acc", 0) - (first.get("eval/acc") or 0),
             "checkpoint": str(run.latest_checkpoint()), "time_s": time.time() - t0}
+
+
+def policy_from(job: RLJob, name: str) -> tuple[Any, Any]:
+    """The policy (with fresh LoRA adapters when rl.lora is on) and its tokenizer."""
+    policy, tok = load_model(replace(job.model, name=name), seed=job.rl.seed, train=True)
+    if job.rl.lora.enabled:
+        torch.manual_seed(job.rl.seed)  # LoRA's A matrices start random: same seed, same run
+        policy = apply_lora(policy, job.rl.lora)
+    return policy, tok
+
+
+def resume_point(job: RLJob, run: Run, ctx: Context) -> tuple[Path, dict, Any, Any] | None:
+    """(checkpoint, resume state, policy, tokenizer) of the newest checkpoint that loads (a
+    damaged one is said and skipped), or None when none does. LoRA resumes from the base weights
+    plus the saved adapters; full fine-tuning from the checkpoint's weights."""
+    for _, ckpt in reversed(run.checkpoints()):
+        try:
+            state = load_resume_state(run, ckpt)
+            base = resolve_checkpoint(str(state["init"]), ctx.runs_dir)
+            policy, tok = policy_from(job, base if job.rl.lora.enabled else str(ckpt))
+        except (StoreError, ModelLoadError, KeyError) as e:
+            ctx.say(f"cannot resume from {ckpt.name}: {e}; trying the checkpoint before it")
+            continue
+        return ckpt, state, policy, tok
+    return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.config import SFTJob, SynthJob
 from core.models import apply_lora, count_parameters, load_model, save_policy
-from core.sft import build_examples, train_sft
+from core.sft import build_examples, trace_problem, train_sft
 from core.stages import synth
 from core.stages.common import Context, check_backends, check_model, check_task
 from core.stages.eval import evaluate_model
@@ -17,8 +17,10 @@ from core.tasks import TaskError, make_task
 
 def preflight(job: SFTJob, runs_dir: Path | str) -> None:
     check_backends(job.eval.sampling)
-    if job.sft.data:
-        traces_file(job.sft.data, runs_dir)
+    if job.sft.data:  # read whole: an empty, non-UTF-8 or malformed file fails here, not after the folder
+        traces, where = load_traces(job.sft.data, runs_dir)
+        for i, trace in enumerate(traces, 1):
+            trace_problem(trace, f"{where}: trace {i}")
     if job.model.name != "embedded":
         check_model(job.model.name, runs_dir)
     check_task(job.task)
@@ -44,7 +46,7 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
     train_t0 = time.time()
     last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=ctx.progress)
     train_s = time.time() - train_t0
-    final = run.checkpoint_dir("final")
+    final = run.begin_checkpoint(run.checkpoint_dir("final"))
     save_policy(model, tok, final)
     run.mark_checkpoint_complete(final)
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")

@@ -50,22 +50,23 @@ def run(job: SynthJob, run: Run, ctx: Context) -> dict:
     problems = task_problems(task, "train", job.synth.num_problems)
     s = job.synth
     say(f"synthesizing {len(problems)} {s.style} traces (guided_prob={s.guided_prob}, slip_prob={s.slip_prob})")
+    if ctx.resume and (torn := run.repair_jsonl(run.traces_path)):
+        say(f"dropped {torn} torn line(s) from {run.traces_path} (a crash mid-write); their problems are redone")
     done = {t.get("problem_id") for t in run.traces()}
     batch: list[dict] = []
-    failed = slips = 0
     for trace in tqdm(synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed),
                       total=len(problems), desc="synth", unit="trace", disable=not ctx.progress):
         if trace["problem_id"] in done:
             continue
         batch.append(trace)
-        failed += trace["num_failed"] > 0
-        slips += trace["num_slips"]
         if len(batch) >= 2000:
             run.append_traces(batch)
             batch = []
     run.append_traces(batch)
-    out = {"synth/num_traces": len(problems), "synth/with_failed_attempt_frac": failed / len(problems),
-           "synth/slips": slips, "time_s": time.time() - t0}
+    traces = run.traces()  # the whole file: a resumed run's figures cover what earlier attempts wrote
+    out = {"synth/num_traces": len(traces),
+           "synth/with_failed_attempt_frac": sum(t["num_failed"] > 0 for t in traces) / max(len(traces), 1),
+           "synth/slips": sum(t["num_slips"] for t in traces), "time_s": time.time() - t0}
     say(f"wrote {len(problems)} traces to {run.traces_path} ({out['synth/with_failed_attempt_frac']:.0%} "
         "contain a failed attempt)")
     return out
@@ -107,6 +108,9 @@ def run_teacher_synth(job: SynthJob, run: Run, ctx: Context) -> dict:
     t0, say = time.time(), ctx.say
     if job.teacher.dataset:
         return import_public(job, run, say, t0)
+    for path in (run.traces_path, run.rejected_path) if ctx.resume else ():
+        if torn := run.repair_jsonl(path):
+            say(f"dropped {torn} torn line(s) from {path} (a crash mid-write); their problems are redone")
     t = job.teacher
     problems = training_problems(job.task.name, job.synth.num_problems)
     task = MathTask(job.task.name, heldout_only=False)

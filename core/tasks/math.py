@@ -107,8 +107,12 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
     if not path.is_file():
         raise TaskError(f"benchmark file not found: {path}")
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if limit is not None and len(problems) >= limit:
                 break
             if not line.strip():
