@@ -51,8 +51,10 @@ def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "
     return run, out
 
 
-# what makes a complete run worth resuming: the command's size keys, which must grow
+# what makes a complete run worth resuming: the command's size keys, which must grow (a complete
+# reproduce run resumes as it is: nothing is left to run, its report is rebuilt)
 EXTENDS: dict[str, tuple[str, ...]] = {"rl": ("rl.steps",), "synth": ("synth.num_problems",)}
+REBUILDS = ("reproduce",)
 
 
 def resumable(command: str, run_or_id: str | Path, runs_dir: str | Path) -> Run:
@@ -72,6 +74,8 @@ def resumable(command: str, run_or_id: str | Path, runs_dir: str | Path) -> Run:
 
 def check_extends(command: str, saved: Any, job: Any, run: Run) -> None:
     """A complete run resumes only when the overrides make it bigger (more steps or problems)."""
+    if command in REBUILDS:
+        return
     keys = EXTENDS.get(command, ())
     old, new = flatten(to_dict(saved)), flatten(to_dict(job))
     if not any(new[k] > old[k] for k in keys):
