@@ -16,7 +16,7 @@ from typing import Any
 
 from core.config import JOBS, ConfigError
 from core.experiments.reproduce import runner as reproduce
-from core.overrides import build, flatten, from_dict, to_dict
+from core.overrides import build, flatten, from_dict, preset_for, to_dict
 from core.stages import STAGES, Context, Say, Stage, launch
 from core.store import Run, StoreError, open_run
 
@@ -28,7 +28,8 @@ def run_command(command: str, overrides: Mapping[str, Any] | None = None,
                 runs_dir: str | Path = "runs", preset: Mapping[str, Any] | None = None,
                 say: Say = print, progress: bool = True, run_id: str | None = None) -> tuple[Run, dict]:
     """`python -m lab <command> [--preset] key=value ...` from Python: (run folder, summary)."""
-    job = build(job_class(command), dict(preset or {}), dict(overrides or {}))
+    cls = job_class(command)
+    job = build(cls, preset_for(cls, dict(preset or {}), JOBS.values(), "command"), dict(overrides or {}))
     return launch(command, job, COMMANDS[command].preflight, COMMANDS[command].run,
                   Context(say, progress, runs_dir), run_id)
 

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from core.config import LoraConfig, ModelConfig
 from core.hub import hub_reachable, offline_mode
+from core.store import set_file_modes
 from core.tasks.pairsum import WORDS
 
 EOS, PAD, UNK = "<eos>", "<pad>", "<unk>"
@@ -203,6 +204,7 @@ def save_policy(model: Any, tokenizer: Any, path: Path | str) -> Path:
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    set_file_modes(path)
     return path
 
 

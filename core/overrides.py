@@ -14,6 +14,7 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,24 @@ def load_preset(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a preset must be a mapping of overrides")
     return flatten(data)
+
+
+def preset_for(cls: type, preset: dict[str, Any], others: Iterable[type], owners: str) -> dict[str, Any]:
+    """The keys of a preset written for several jobs (the demo's: sft, rl, budget ...) that
+    `cls` has; keys of the `others`' sections are left to them, a section none of them has is an
+    error naming `owners` (a typo must not pass unnoticed)."""
+    own = {f.name for f in fields(cls)}
+    known = own.union(*({f.name for f in fields(c)} for c in others))
+    out = {}
+    for key, value in preset.items():
+        section = key.split(".")[0]
+        if section in own or "." not in key:
+            out[key] = value
+        elif section not in known:
+            close = difflib.get_close_matches(section, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"preset key {key!r} belongs to no {owners}{hint}")
+    return out
 
 
 def validate(cfg: Any) -> Any:

@@ -47,6 +47,23 @@ _STEP_DIR_RE = re.compile(r"step_(\d+)")
 _SAMPLES_FILE_RE = re.compile(r"step_(\d+)\.jsonl")
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
+
+
+def set_file_modes(folder: Path) -> None:
+    """Give every file under `folder` the mode the store writes with (writers that go through
+    a temporary file, as safetensors' does, leave 0600)."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(_FILE_MODE)
+
+
 class StoreError(ValueError):
     """A run folder or one of its files is missing, malformed or misused."""
 
@@ -95,6 +112,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; a run's files all get one mode (the umask's)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

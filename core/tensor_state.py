@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.store import StoreError, atomic_write_text
+from core.store import StoreError, atomic_write_text, set_file_modes
 
 FORMAT = "t1lab-state/1"
 
@@ -33,6 +33,7 @@ def save_tree(tree: Any, stem: Path) -> None:
     tmp.replace(stem.with_name(stem.name + ".safetensors"))
     text = json.dumps({"format": FORMAT, "tree": skeleton}, allow_nan=True)
     atomic_write_text(stem.with_name(stem.name + ".json"), text)
+    set_file_modes(stem.parent)
 
 
 def load_tree(stem: Path) -> Any:

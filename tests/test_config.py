@@ -133,3 +133,17 @@ def test_config_table_explains_sections_with_a_meaning_of_their_own() -> None:
     assert rows["rl.sampling.temperature"][0] == 1.2 and rows["eval.sampling.temperature"][0] == 1.0
     keys = [key for key, _, _ in describe(RLJob)]
     assert keys.index("rl.sampling") == keys.index("rl.sampling.backend") - 1  # the header, then its keys
+
+
+def test_a_preset_for_several_commands_serves_each_of_them() -> None:
+    """Regression: `lab sft --preset demo_smoke` failed with "unknown config key 'rl.steps'"."""
+    from core.config import JOBS
+    from core.overrides import preset_for
+    from tests.conftest import ROOT
+
+    preset = load_preset(ROOT / "lab" / "presets" / "demo_smoke.yaml")
+    sft = preset_for(SFTJob, preset, JOBS.values(), "command")
+    assert "sft.max_steps" in sft and not any(k.startswith(("rl.", "budget.")) for k in sft)
+    assert build(SFTJob, sft).sft.max_steps == 20
+    with pytest.raises(ConfigError, match="'rll.steps' belongs to no command; did you mean 'rl'"):
+        preset_for(SFTJob, {"rll.steps": 3}, JOBS.values(), "command")

@@ -20,7 +20,7 @@ def test_preset_keys_go_to_the_stages_that_have_them() -> None:
 
 
 def test_a_key_no_stage_has_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="belongs to no stage"):
+    with pytest.raises(ConfigError, match="belongs to no stage of the demo"):
         stage_presets({"reproduce.seeds": "0"})
 
 
@@ -30,7 +30,7 @@ def test_bad_demo_preset_leaves_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher:\n  num_attempts: 3\n")
     proc = lab("demo", "--preset", str(bad), "--no-serve", "--runs-dir", str(tmp_path / "runs"))
-    assert proc.returncode == 2 and "belongs to no stage" in proc.stderr
+    assert proc.returncode == 2 and "belongs to no stage of the demo" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 

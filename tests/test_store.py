@@ -453,3 +453,13 @@ def test_what_an_rl_run_started_from_and_which_run_holds_a_path(tmp_path: Path, 
     assert Path(rl.started_from(runs)).resolve() == sft.checkpoint_dir("final").resolve()
     assert store.run_of(rl.started_from(runs), runs).id == "sft-x"
     assert store.run_of("Qwen/Qwen2.5-0.5B", runs) is None
+
+
+def test_every_file_a_run_writes_gets_one_mode(tmp_path: Path) -> None:
+    """Regression: config.json and summary.json were written 0600 (mkstemp), other files 0644."""
+    run = new_run(tmp_path / "runs", "rl", {}, run_id="r")
+    run.log_metrics({"step": 1})
+    run.write_summary({})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.path.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, modes
+    assert modes["config.json"] & 0o044  # readable by others, as the umask allows

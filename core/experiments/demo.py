@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
-from core.config import BudgetJob, ConfigError, RLJob, SFTJob
+from core.config import BudgetJob, RLJob, SFTJob
+from core.overrides import preset_for
 from core.report.demo import write_report
 from core.stages import Context, run_new
 from core.store import Run, open_run
@@ -37,14 +37,10 @@ STAGES: list[tuple[str, type, Callable[[dict], dict[str, Any]]]] = [
 def stage_presets(preset: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Split one flat preset over the stages by section (a key may serve several stages);
     the demo's RL settings come first. A key no stage has is an error."""
-    out = {stage: dict(RL_OVERRIDES) if stage == "rl" else {} for stage, _, _ in STAGES}
-    for key, value in preset.items():
-        users = [stage for stage, cls, _ in STAGES if key.split(".")[0] in {f.name for f in fields(cls)}]
-        if not users:
-            raise ConfigError(f"demo preset key {key!r} belongs to no stage (sft, rl, budget)")
-        for stage in users:
-            out[stage][key] = value
-    return out
+    classes = [cls for _, cls, _ in STAGES]
+    return {stage: {**(RL_OVERRIDES if stage == "rl" else {}),
+                    **preset_for(cls, preset, classes, "stage of the demo (sft, rl, budget)")}
+            for stage, cls, _ in STAGES}
 
 
 def run_demo(run: Run, ctx: Context, preset: dict[str, Any] | None = None) -> dict:
