@@ -123,6 +123,10 @@ def run_teacher_synth(job: SynthJob, run: Run, ctx: Context) -> dict:
                       progress=ctx.progress)
     out["synth/num_traces"] = out["synth/kept"]
     out["time_s"] = time.time() - t0
+    if out["synth/kept"] == 0 and out["synth/error"] == len(problems):
+        first = next((r.get("error") for r in run.rejected() if r.get("status") == "error"), "")
+        raise TaskError(f"every problem failed with a teacher error, nothing was kept (the first: {first}); "
+                        f"check teacher.models, then continue with --resume {run.path}")
     if out["synth/resumed"]:
         say(f"resumed: {out['synth/resumed']} problems were already done")
     removed = ", ".join(f"{k.split('/')[1]} {out[k]}" for k in
