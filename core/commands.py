@@ -54,14 +54,15 @@ def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "
 
 # what makes a complete run worth resuming: the command's size keys, which must grow (a complete
 # reproduce run resumes as it is: nothing is left to run, its report is rebuilt)
-EXTENDS: dict[str, tuple[str, ...]] = {"rl": ("rl.steps",), "synth": ("synth.num_problems",)}
+EXTENDS: dict[str, tuple[str, ...]] = {"rl": ("rl.steps",), "sft": ("sft.max_steps",),
+                                       "synth": ("synth.num_problems",)}
 REBUILDS = ("reproduce",)
 
 
 def resumable(command: str, run_or_id: str | Path, runs_dir: str | Path) -> Run:
     """The run `--resume` names, if it is one this command may continue (StoreError otherwise)."""
     job_class(command)
-    if command not in ("rl", "synth", "reproduce"):
+    if command not in ("synth", "sft", "rl", "reproduce"):
         raise ConfigError(f"lab {command} has no --resume")
     run = open_run(run_or_id, runs_dir)
     if run.stage != command:

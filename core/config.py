@@ -204,7 +204,7 @@ class SFTConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     bf16_autocast: bool = _f(True, "compute in bf16 autocast (weights and optimizer stay fp32)")
     log_every: int = _f(25, "steps between metric lines")
-    save_every: int = _f(0, "steps between checkpoints (0 = only the final one)")
+    save_every: int = _f(500, "steps between resumable checkpoints (`lab sft --resume`; 0 = only the final one)")
     seed: int = _f(0, "seed of initialisation and data order")
 
     def validate(self) -> None:

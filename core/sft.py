@@ -135,16 +135,30 @@ def train_sft(
     cfg: SFTConfig,
     log: Callable[[dict], None],
     progress: bool = True,
+    state: dict | None = None,
+    save: Callable[[int, dict], None] | None = None,
 ) -> dict:
-    """Train in place. Calls `log(record)` every `cfg.log_every` steps; returns final figures."""
+    """Train in place. Calls `log(record)` every `cfg.log_every` steps and, every
+    `cfg.save_every` steps before the last, `save(step, resume state)`; returns final figures.
+    With `state` (what `save` got), training continues exactly where it was saved: optimizer,
+    schedule, RNG and the position in the data order."""
     batch_size = min(cfg.batch_size, len(examples))
     micro = min(cfg.micro_batch_size, batch_size)
     opt, sched = make_optimizer(model.parameters(), cfg.lr, cfg.warmup_steps, cfg.max_steps,
                                 betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
     data = batches(examples, batch_size, cfg.seed)
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+        for _ in range(start):  # the batches already trained on: the data order goes on from there
+            next(data)
     t0, tokens, last = time.time(), 0, {}
-    bar = tqdm(range(cfg.max_steps), desc="sft", unit="step", disable=not progress)
+    bar = tqdm(range(start, cfg.max_steps), desc="sft", unit="step", disable=not progress,
+               initial=start, total=cfg.max_steps)
     for step in bar:
         batch = next(data)
         loss_mean, _ = accumulate_gradients(model, batch, micro, tokenizer.pad_token_id, cfg.bf16_autocast)
@@ -161,6 +175,9 @@ def train_sft(
             if not math.isfinite(last["loss/sft"]):
                 raise FloatingPointError(f"SFT loss is {last['loss/sft']} at step {step + 1}: lower sft.lr")
             log(last)
+        if save is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps:
+            save(step + 1, {"step": step + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "torch_rng": torch.get_rng_state()})
     return last
 
 

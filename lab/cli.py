@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
         if name == "synth":
             c.add_argument("--resume", help="continue this synth run (folder or id): problems already done are skipped")
+        if name == "sft":
+            c.add_argument("--resume", help="continue this SFT run (folder or id) from its last checkpoint (sft.save_every)")
         if name == "reproduce":
             c.add_argument("--resume", help="continue this reproduce run (folder or id): finished sub-runs are skipped")
             c.set_defaults(preset="reproduce")  # the 60-minute scale; --preset embedded for full-size runs

@@ -211,3 +211,31 @@ def test_a_teacher_that_never_answers_is_an_error_not_an_empty_success(tmp_path)
                     "synth.num_problems=2", f"teacher.models=http://127.0.0.1:{port}/v1#m", "teacher.retries=0",
                     "teacher.timeout_s=2", "teacher.num_attempts=1")
     assert "every problem failed" in err and "--resume" in err
+
+
+TOY_SFT = ["synth.num_problems=300", "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+           "model.intermediate_size=64", "model.threads=1", "sft.max_steps=30", "sft.warmup_steps=2",
+           "sft.batch_size=8", "sft.micro_batch_size=8", "sft.log_every=1", "sft.save_every=10",
+           "eval.num_problems=8", "eval.sampling.max_new_tokens=16"]
+
+
+@pytest.mark.slow
+def test_sft_killed_then_resumed_matches_an_uninterrupted_run(tmp_path) -> None:
+    """Regression: `lab sft --resume` did not exist and sft.save_every was never used, so a killed
+    SFT started over, synthesis included."""
+    from safetensors.torch import load_file
+
+    def sft(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "lab", "sft", "-q", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    full = finish(sft("--runs-dir", str(tmp_path / "a"), *TOY_SFT))
+    victim = sft("--runs-dir", str(tmp_path / "b"), "--run-id", "v", *TOY_SFT)
+    _kill_when(victim, tmp_path / "b" / "v" / "checkpoints" / "step_20" / "COMPLETE")
+    resumed = finish(sft("--runs-dir", str(tmp_path / "b"), "--resume", "v"))
+    losses = [{r["step"]: r["loss/sft"] for r in map(json.loads, open(Path(o["run_dir"]) / "metrics.jsonl"))
+               if "loss/sft" in r} for o in (full, resumed)]
+    assert losses[0] == losses[1] and sorted(losses[1]) == list(range(1, 31))
+    a, b = (load_file(str(Path(o["checkpoint"]) / "model.safetensors")) for o in (full, resumed))
+    assert all((a[k] == b[k]).all() for k in a)
+    assert resumed["eval/acc"] == full["eval/acc"] and resumed["synth/num_traces"] == 300

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from core.config import SFTJob, SynthJob
-from core.models import apply_lora, count_parameters, load_model, save_policy
+from core.models import ModelLoadError, apply_lora, count_parameters, load_model, save_policy
 from core.sft import build_examples, trace_problem, train_sft
 from core.stages import synth
 from core.stages.common import Context, check_backends, check_model, check_task
 from core.stages.eval import evaluate_model
 from core.store import Run, StoreError, open_run, read_jsonl, resolve_path
 from core.tasks import TaskError, make_task
+from core.tensor_state import load_tree, save_tree
 
 
 def preflight(job: SFTJob, runs_dir: Path | str) -> None:
@@ -27,6 +32,9 @@ def preflight(job: SFTJob, runs_dir: Path | str) -> None:
 
 
 def run(job: SFTJob, run: Run, ctx: Context) -> dict:
+    """synthesize (unless sft.data is given) -> train (checkpoints every sft.save_every steps)
+    -> save -> evaluate. With --resume: synthesis skips what is done, training goes on from the
+    newest checkpoint that loads (exactly as if it had not stopped), or from the start."""
     t0, say = time.time(), ctx.say
     task = make_task(job.task)
     if job.sft.data:
@@ -36,15 +44,32 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
     else:
         synth_out = synth.run(SynthJob(job.task, job.synth), run, ctx)
         traces = run.traces()
-    model, tok = load_model(job.model, job.sft.seed, train=True)
-    if job.sft.lora.enabled:
-        model = apply_lora(model, job.sft.lora)
+    resumed = resume_point(job, run, ctx) if ctx.resume else None
+    if resumed is None:
+        if ctx.resume:
+            run.rewind(-1)
+        model, tok = fresh_model(job)
+        state = None
+    else:
+        ckpt, state, model, tok = resumed
+        run.rewind(state["step"])
+        for moved in run.set_aside_checkpoints_after(state["step"]):
+            say(f"set aside {moved.name}: the run goes on from an earlier checkpoint")
+        say(f"resumed from {ckpt} at step {state['step']}")
     examples, dropped = build_examples(traces, task, tok, job.sft.max_seq_len)
     n_params = count_parameters(model)
     say(f"training {job.model.name} ({n_params / 1e6:.2f}M parameters) on {len(examples)} traces "
         f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
+
+    def save(step: int, resume_state: dict) -> None:
+        path = run.begin_checkpoint(run.checkpoint_dir(step))
+        save_policy(model, tok, path)
+        adapters = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad} if job.sft.lora.enabled else {}
+        save_tree({**resume_state, "adapters": adapters}, run.trainer_state_path(path))
+        run.mark_checkpoint_complete(path)
+
     train_t0 = time.time()
-    last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=ctx.progress)
+    last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=ctx.progress, state=state, save=save)
     train_s = time.time() - train_t0
     final = run.begin_checkpoint(run.checkpoint_dir("final"))
     save_policy(model, tok, final)
@@ -56,6 +81,38 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
            "checkpoint": str(final), **summary, "time_s": time.time() - t0}
     run.log_metrics({"step": last["step"], **summary})
     return out
+
+
+def fresh_model(job: SFTJob) -> tuple[Any, Any]:
+    """The model SFT starts from (with fresh LoRA adapters when sft.lora is on)."""
+    model, tok = load_model(job.model, job.sft.seed, train=True)
+    if job.sft.lora.enabled:
+        model = apply_lora(model, job.sft.lora)
+    return model, tok
+
+
+def resume_point(job: SFTJob, run: Run, ctx: Context) -> tuple[Path, dict, Any, Any] | None:
+    """(checkpoint, resume state, model, tokenizer) of the newest step checkpoint that loads,
+    or None. Full fine-tuning loads the checkpoint's weights; LoRA rebuilds the start model
+    and puts the saved adapters back."""
+    for _, ckpt in reversed(run.checkpoints()):
+        try:
+            state = load_tree(run.trainer_state_path(ckpt))
+            if job.sft.lora.enabled:
+                model, tok = fresh_model(job)
+                live = dict(model.named_parameters())
+                with torch.no_grad():
+                    for name, tensor in state["adapters"].items():
+                        live[name].copy_(tensor)
+            else:
+                model, tok = load_model(replace(job.model, name=str(ckpt)), job.sft.seed, train=True)
+        except (StoreError, ModelLoadError, KeyError) as e:
+            ctx.say(f"cannot resume from {ckpt.name}: {e}; trying the checkpoint before it")
+            continue
+        return ckpt, state, model, tok
+    if run.checkpoints():
+        raise StoreError(f"none of the checkpoints of {run.path} can be resumed from (see above); nothing was changed")
+    return None
 
 
 def traces_file(source: str, runs_dir: Path | str) -> Path:
