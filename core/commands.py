@@ -10,6 +10,7 @@ command's story, write summary.json. `resume_command` continues a run in its own
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def resumable(command: str, run_or_id: str | Path, runs_dir: str | Path) -> Run:
     if run.stage != command:
         what = f"a {run.stage} run" if run.stage else "not a run folder of the lab (no config.json with a stage)"
         raise StoreError(f"{run.path} is {what}: `lab {command} --resume` continues a run that `lab {command}` made")
-    if run.status() == "running":
+    if run.status() == "running" and run.config().get("pid") != os.getpid():  # this process: it stopped
         raise StoreError(f"{run.path} is still running (pid {run.config().get('pid')} on this machine): "
                          "stop it first; a run resumes once it has stopped")
     return run

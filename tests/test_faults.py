@@ -239,3 +239,21 @@ def test_sft_killed_then_resumed_matches_an_uninterrupted_run(tmp_path) -> None:
     a, b = (load_file(str(Path(o["checkpoint"]) / "model.safetensors")) for o in (full, resumed))
     assert all((a[k] == b[k]).all() for k in a)
     assert resumed["eval/acc"] == full["eval/acc"] and resumed["synth/num_traces"] == 300
+
+
+def test_synth_resume_repairs_a_torn_line_and_counts_the_whole_file(tmp_path) -> None:
+    """Regression: after a crash mid-append the torn line survived a resume (and `lab sft` then
+    stopped at it), and the summary counted only the traces written after the resume."""
+    from core.commands import resume_command, run_command
+    from core.store import read_jsonl
+
+    quiet = {"say": lambda s: None, "progress": False}
+    whole, out = run_command("synth", {"synth.num_problems": 200}, tmp_path / "a", **quiet)
+    run, _ = run_command("synth", {"synth.num_problems": 200}, tmp_path / "b", **quiet)
+    lines = run.traces_path.read_bytes().splitlines(keepends=True)
+    run.traces_path.write_bytes(b"".join(lines[:120]) + lines[120][:25])  # killed mid-append
+    run.summary_path.unlink()
+    again = resume_command("synth", run.path, tmp_path / "b", **quiet)[1]
+    assert read_jsonl(run.traces_path, strict=True) == read_jsonl(whole.traces_path, strict=True)
+    assert again["synth/with_failed_attempt_frac"] == out["synth/with_failed_attempt_frac"]
+    assert again["synth/num_traces"] == out["synth/num_traces"] == 200

@@ -81,7 +81,7 @@ def preflight(job: BudgetJob, runs_dir: Path | str) -> None:
         check_model(ck.path, runs_dir)
     if job.budget.mode == "summarizer":
         check_model(job.budget.summarizer, runs_dir)
-    check_task(job.task)
+    check_task(job.task, job.budget.split, job.budget.num_problems)
 
 
 def run(job: BudgetJob, run: Run, ctx: Context) -> dict:

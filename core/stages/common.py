@@ -17,7 +17,7 @@ from core.models import EMBEDDED, check_reachable, check_weights, resolve_source
 from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
 from core.store import Run, find_runs, new_run, resolve_checkpoint
-from core.tasks import TaskError, make_task
+from core.tasks import TaskError, make_task, task_problems
 from core.types import Say
 
 
@@ -49,10 +49,14 @@ def check_model(name: str, runs_dir: Path | str) -> str:
     return source
 
 
-def check_task(cfg: TaskConfig) -> None:
-    """A math task's data set loads (the embedded task always does)."""
-    if cfg.name != "pairsum":
-        make_task(cfg)
+def check_task(cfg: TaskConfig, split: str | None = None, limit: int = 0) -> None:
+    """The task loads (a math data set: its file or hub id) and, given a split, has the
+    problems asked for (`limit`, 0 = all of a finite data set)."""
+    if cfg.name == "pairsum" and split is None:
+        return
+    task = make_task(cfg)
+    if split is not None:
+        task_problems(task, split, limit)
 
 
 def require_trained(model_name: str, command: str) -> None:

@@ -28,7 +28,7 @@ def preflight(job: EvalJob, runs_dir: Path | str) -> None:
     check_backends(job.eval.sampling)
     require_trained(job.model.name, "eval")
     check_model(job.model.name, runs_dir)
-    check_task(job.task)
+    check_task(job.task, job.eval.split, job.eval.num_problems)
 
 
 def run(job: EvalJob, run: Run, ctx: Context) -> dict:

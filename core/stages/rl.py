@@ -29,7 +29,7 @@ from core.tasks import make_task, task_problems
 def preflight(job: RLJob, runs_dir: Path | str) -> None:
     check_backends(job.rl.sampling, job.eval.sampling)
     check_model(start_policy(job, runs_dir), runs_dir)
-    check_task(job.task)
+    check_task(job.task, job.eval.split, job.eval.num_problems)
 
 
 def start_policy(job: RLJob, runs_dir: Path | str) -> str:

@@ -28,7 +28,7 @@ def preflight(job: SFTJob, runs_dir: Path | str) -> None:
             trace_problem(trace, f"{where}: trace {i}")
     if job.model.name != "embedded":
         check_model(job.model.name, runs_dir)
-    check_task(job.task)
+    check_task(job.task, job.eval.split, job.eval.num_problems)
 
 
 def run(job: SFTJob, run: Run, ctx: Context) -> dict:
