@@ -10,6 +10,7 @@ sweep must never show a stale curve. Nothing here imports torch.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from core.store import Run, StoreError, list_runs  # noqa: E402
 
 FileKey = tuple[str, int, int, int]
 RUNS_ENV = "T1LAB_RUNS"
+REMOTE_ENV = "T1LAB_SERVE_REMOTE"  # "1": viewers on other machines see the runs too
 
 
 def file_key(path: Path) -> FileKey:
@@ -137,6 +139,21 @@ def clear_caches() -> None:
 # ------------------------------------------------------------------------------ page helpers
 
 
+def local_viewer() -> bool:
+    """Whether this session may see the runs: a viewer on this machine (Streamlit gives no
+    address for those), or any viewer when serving others was asked for (`lab app --host`).
+    `streamlit run app/Home.py` started from elsewhere listens on every interface."""
+    if os.environ.get(REMOTE_ENV) == "1":
+        return True
+    address = getattr(st.context, "ip_address", None)
+    if not isinstance(address, str):  # None: a viewer on this machine (or a test without a network)
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def page_header(title: str) -> list[Run]:
     """Page config, title and the sidebar runs-folder input; returns the runs found there.
 
@@ -144,6 +161,10 @@ def page_header(title: str) -> list[Run]:
     """
     st.set_page_config(page_title=f"T1 Lab · {title}", layout="wide")
     st.title(title)
+    if not local_viewer():
+        st.error("This dashboard shows run folders to this machine only. To serve others on purpose: "
+                 "`python -m lab app --host ADDRESS` (or set T1LAB_SERVE_REMOTE=1).")
+        st.stop()
     default = (st.session_state.get("runs_dir") or st.query_params.get("runs")
                or os.environ.get(RUNS_ENV, "runs"))
     runs_dir = st.sidebar.text_input("Runs folder", value=default, help=f"default: ${RUNS_ENV} or runs")

@@ -138,6 +138,8 @@ def _run_app(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     env = {**os.environ, "T1LAB_RUNS": str(Path(args.runs_dir).resolve())}
+    if args.host not in ("localhost", "127.0.0.1", "::1"):  # serving others was asked for
+        env["T1LAB_SERVE_REMOTE"] = "1"
     _say(f"dashboard on http://{args.host}:{args.port} over {args.runs_dir} (Ctrl-C stops it)")
     os.execve(sys.executable, cmd, env)
     return 0  # not reached: execve replaces this process

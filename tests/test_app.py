@@ -345,3 +345,22 @@ def test_malformed_rollout_rows_are_left_out_and_said(malformed_dir: Path, monke
     at = _app("pages/2_Rollouts.py", malformed_dir, monkeypatch, run="rl-badrows", step="4")
     assert not at.exception, [e.message for e in at.exception]
     assert any("1 malformed rows" in w.value for w in at.warning)
+
+
+@pytest.mark.parametrize("address, remote_env, shown", [
+    (None, None, True), ("127.0.0.1", None, True), ("::1", None, True),
+    ("10.1.2.3", None, False), ("10.1.2.3", "1", True), ("not an address", None, False)])
+def test_viewers_on_other_machines_see_no_runs_unless_serving_them_was_asked(
+        address, remote_env, shown, monkeypatch) -> None:
+    """Regression: `streamlit run app/Home.py` from outside the repository root (no
+    .streamlit/config.toml there) listened on all interfaces and showed every run."""
+    import types
+
+    import app.common as common
+
+    monkeypatch.setattr(common, "st", types.SimpleNamespace(context=types.SimpleNamespace(ip_address=address)))
+    if remote_env:
+        monkeypatch.setenv(common.REMOTE_ENV, remote_env)
+    else:
+        monkeypatch.delenv(common.REMOTE_ENV, raising=False)
+    assert common.local_viewer() is shown
