@@ -43,7 +43,7 @@ def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "
     command that is not running is resumed; a complete one only to extend it (`EXTENDS`)."""
     run = resumable(command, run_or_id, runs_dir)
     saved = from_dict(job_class(command), run.job_config())
-    job = build(job_class(command), {k: v for k, v in flatten(to_dict(saved)).items()}, dict(overrides or {}))
+    job = build(job_class(command), flatten(to_dict(saved)), dict(overrides or {}))
     if run.status() == "complete":
         check_extends(command, saved, job, run)
     say(f"resuming {run.path}" + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""))
@@ -63,7 +63,7 @@ REBUILDS = ("reproduce",)
 def resumable(command: str, run_or_id: str | Path, runs_dir: str | Path) -> Run:
     """The run `--resume` names, if it is one this command may continue (StoreError otherwise)."""
     job_class(command)
-    if command not in ("synth", "sft", "rl", "reproduce"):
+    if command not in (*EXTENDS, *REBUILDS):
         raise ConfigError(f"lab {command} has no --resume")
     run = open_run(run_or_id, runs_dir)
     if run.stage != command:
