@@ -56,7 +56,7 @@ def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "
 # what makes a complete run worth resuming: the command's size keys, which must grow (a complete
 # reproduce run resumes as it is: nothing is left to run, its report is rebuilt)
 EXTENDS: dict[str, tuple[str, ...]] = {"rl": ("rl.steps",), "sft": ("sft.max_steps",),
-                                       "synth": ("synth.num_problems",)}
+                                       "synth": ("synth.num_problems",), "budget": ()}
 REBUILDS = ("reproduce",)
 
 

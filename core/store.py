@@ -550,6 +550,10 @@ class Run:
         """Append per-problem evaluation rows to eval/<name>.jsonl."""
         append_jsonl(self.eval_path(name), rows)
 
+    def reset_eval(self, name: str) -> None:
+        """Drop eval/<name>.jsonl (rows an interrupted attempt left, before they are redone)."""
+        self.eval_path(name).unlink(missing_ok=True)
+
     def write_curve(self, name: str, curve: dict) -> None:
         """Replace curves/<name>.json atomically with `curve`."""
         atomic_write_json(self.curve_path(name), curve)

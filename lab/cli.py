@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--resume", help="continue this RL run (folder or id) from its last checkpoint")
         if name == "synth":
             c.add_argument("--resume", help="continue this synth run (folder or id): problems already done are skipped")
+        if name == "budget":
+            c.add_argument("--resume", help="continue this budget sweep (folder or id): finished curves are kept")
         if name == "sft":
             c.add_argument("--resume", help="continue this SFT run (folder or id) from its last checkpoint (sft.save_every)")
         if name == "reproduce":

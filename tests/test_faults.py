@@ -257,3 +257,24 @@ def test_synth_resume_repairs_a_torn_line_and_counts_the_whole_file(tmp_path) ->
     assert read_jsonl(run.traces_path, strict=True) == read_jsonl(whole.traces_path, strict=True)
     assert again["synth/with_failed_attempt_frac"] == out["synth/with_failed_attempt_frac"]
     assert again["synth/num_traces"] == out["synth/num_traces"] == 200
+
+
+def test_a_budget_sweep_resumes_keeping_its_finished_curves(tmp_path, tiny_model_dir) -> None:
+    """A sweep stopped part-way (2 of 3 curves) goes on with --resume: finished curves stand, the
+    unfinished one is redone from the start, and the result equals a sweep that never stopped."""
+    from core.commands import resume_command, run_command
+
+    quiet = {"say": lambda s: None, "progress": False}
+    rl = _rl_run(tmp_path / "runs", tiny_model_dir, "rl.steps=2", "rl.save_every=1")
+    over = {"model.name": rl["run_dir"], "budget.num_problems": 6, "budget.budgets": "4,8",
+            "budget.sampling.max_new_tokens": 8}
+    whole, _ = run_command("budget", over, tmp_path / "runs", **quiet)
+    cut, _ = run_command("budget", over, tmp_path / "runs", **quiet)
+    last = sorted(cut.curves())[-1]
+    curve = cut.curves()[last]
+    cut.write_curve(last, {**curve, "complete": False, "points": curve["points"][:1]})  # stopped mid-curve
+    cut.summary_path.unlink()
+    resumed = resume_command("budget", cut.path, tmp_path / "runs", **quiet)[0]
+    strip = lambda c: {k: v for k, v in c.items() if k != "generation_s"}  # noqa: E731
+    assert {n: strip(c) for n, c in resumed.curves().items()} == {n: strip(c) for n, c in whole.curves().items()}
+    assert len(resumed.eval_rows(f"budget_{last}")) == len(whole.eval_rows(f"budget_{last}"))

@@ -27,6 +27,7 @@ from core.stages.common import (
 )
 from core.store import Run, StoreError, open_run, resolve_checkpoint, resolve_path
 from core.tasks import TaskError, make_task, task_problems
+from core.types import CurvePoint
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def preflight(job: BudgetJob, runs_dir: Path | str) -> None:
 
 def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
     """Sweep every checkpoint; each curve file grows as its budgets are scored."""
-    t0, say, progress, runs_dir = time.time(), ctx.say, ctx.progress, ctx.runs_dir
+    t0, say, runs_dir = time.time(), ctx.say, ctx.runs_dir
     cfg = job.budget
     task = make_task(job.task)
     problems = task_problems(task, cfg.split, cfg.num_problems)
@@ -98,33 +99,47 @@ def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
         smodel, stok = load_model(replace(job.model, name=resolve_checkpoint(cfg.summarizer, runs_dir)), seed=0)
         summarizer = make_sampler(cfg.sampling.backend, smodel, stok, cfg.sampling)
     out: dict[str, Any] = {"acc_at_max": {}, "acc_at_min": {}, "climb": {}, "truncated_at_min": {}}
+    done = {n: c for n, c in run.curves().items() if c.get("complete")} if ctx.resume else {}
     sampler = None
     for ck in ckpts:
-        model, tok = load_model(replace(job.model, name=ck.path), seed=0)
-        if sampler is None:
-            sampler = make_sampler(cfg.sampling.backend, model, tok, cfg.sampling)
-        else:  # the next checkpoint of the same model: swap weights, keep the engine
-            sampler.sync_weights(model)
-        t1 = time.time()
-        sweep = generate_sweep(sampler, task, problems, cfg, progress, summarizer)
-        gen_s = time.time() - t1
-        base = {"name": ck.name, "checkpoint": ck.label, "step": ck.step, "path": ck.path,
-                "task": job.task.name, "mode": cfg.mode, "budgets": list(cfg.budgets),
-                "generation_s": gen_s}
-
-        def on_point(points: list, rows: list[dict], base: dict = base) -> None:
-            run.write_curve(base["name"], {**base, "complete": False, "points": [asdict(p) for p in points],
-                                           "parallel": []})
-            run.append_eval(f"budget_{base['name']}", rows)
-
-        points, _, parallel = sweep_curve(task, problems, sweep, cfg, ck.label, tok, on_point)
-        run.write_curve(ck.name, {**base, "complete": True, "points": [asdict(p) for p in points],
-                                  "parallel": parallel})
+        if ck.name in done:  # --resume: a curve finished before the stop stands
+            points = [CurvePoint(**p) for p in done[ck.name]["points"]]
+            say(f"{ck.label}: finished before, kept")
+        else:
+            model, tok = load_model(replace(job.model, name=ck.path), seed=0)
+            if sampler is None:
+                sampler = make_sampler(cfg.sampling.backend, model, tok, cfg.sampling)
+            else:  # the next checkpoint of the same model: swap weights, keep the engine
+                sampler.sync_weights(model)
+            points = sweep_checkpoint(job, ck, run, sampler, tok, task, problems, summarizer, ctx)
         lo, hi = points[0], points[-1]
         out["acc_at_max"][ck.name], out["acc_at_min"][ck.name] = hi.accuracy, lo.accuracy
         out["climb"][ck.name] = hi.accuracy - lo.accuracy
         out["truncated_at_min"][ck.name] = lo.truncated_frac
-        say(f"{ck.label}: " + ", ".join(f"{p.budget_tokens}: {p.accuracy:.1%}" for p in points)
-            + f" (generation {gen_s:.1f}s)")
     write_budget_page(run)
     return {**out, "time_s": time.time() - t0}
+
+
+def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok: Any, task: Any,
+                     problems: list, summarizer: Any, ctx: Context) -> list[CurvePoint]:
+    """One checkpoint's sweep; its curve file grows as each budget is scored (rows of a curve
+    that an earlier attempt left unfinished are dropped first)."""
+    cfg = job.budget
+    run.reset_eval(f"budget_{ck.name}")
+    t1 = time.time()
+    sweep = generate_sweep(sampler, task, problems, cfg, ctx.progress, summarizer)
+    gen_s = time.time() - t1
+    base = {"name": ck.name, "checkpoint": ck.label, "step": ck.step, "path": ck.path,
+            "task": job.task.name, "mode": cfg.mode, "budgets": list(cfg.budgets), "generation_s": gen_s}
+
+    def on_point(points: list, rows: list[dict]) -> None:
+        run.write_curve(ck.name, {**base, "complete": False, "points": [asdict(p) for p in points],
+                                  "parallel": []})
+        run.append_eval(f"budget_{ck.name}", rows)
+
+    points, _, parallel = sweep_curve(task, problems, sweep, cfg, ck.label, tok, on_point)
+    run.write_curve(ck.name, {**base, "complete": True, "points": [asdict(p) for p in points],
+                              "parallel": parallel})
+    ctx.say(f"{ck.label}: " + ", ".join(f"{p.budget_tokens}: {p.accuracy:.1%}" for p in points)
+            + f" (generation {gen_s:.1f}s)")
+    return points
