@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, SamplingConfig, TaskConfig
-from core.models import EMBEDDED, check_reachable, check_weights, resolve_source
+from core.models import EMBEDDED, ModelLoadError, check_reachable, check_weights, resolve_source
 from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
-from core.store import Run, find_runs, new_run, resolve_checkpoint
+from core.store import Run, StoreError, find_runs, new_run, resolve_checkpoint
 from core.tasks import TaskError, make_task, task_problems
 from core.types import Say
 
@@ -85,3 +85,18 @@ def launch(command: str, job: Any, preflight: Callable[[Any, Path | str], None],
     out = story(job, run, ctx)
     run.write_summary(out)
     return run, out
+
+
+def newest_loadable(run: Run, load: Callable[[Path], Any], say: Say) -> tuple[Path, Any] | None:
+    """(checkpoint, what `load` made of it) for the run's newest complete checkpoint that loads;
+    a damaged one is said and the one before tried. None when the run has no checkpoint yet;
+    StoreError, with nothing changed, when it has some and none loads."""
+    found = run.checkpoints()
+    for _, ckpt in reversed(found):
+        try:
+            return ckpt, load(ckpt)
+        except (StoreError, ModelLoadError, KeyError) as e:
+            say(f"cannot resume from {ckpt.name}: {e}; trying the checkpoint before it")
+    if found:
+        raise StoreError(f"none of the checkpoints of {run.path} can be resumed from (see above); nothing was changed")
+    return None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from core.config import RLJob
-from core.models import ModelLoadError, apply_lora, load_model
+from core.models import apply_lora, load_model
 from core.rl.loop import heldout_eval, load_resume_state, train
 from core.rl.trainer import Trainer
 from core.sampling import make_sampler
@@ -21,8 +21,9 @@ from core.stages.common import (
     check_model,
     check_task,
     latest_sft_checkpoint,
+    newest_loadable,
 )
-from core.store import Run, StoreError, resolve_checkpoint
+from core.store import Run, resolve_checkpoint
 from core.tasks import make_task, task_problems
 
 
@@ -41,8 +42,6 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
     t0, say = time.time(), ctx.say
     task = make_task(job.task)
     resumed = resume_point(job, run, ctx) if ctx.resume else None
-    if ctx.resume and resumed is None and run.checkpoints():
-        raise StoreError(f"none of the checkpoints of {run.path} can be resumed from (see above); nothing was changed")
     if resumed is None:
         if ctx.resume:  # killed before its first checkpoint: what it logged is dropped, it starts over
             run.rewind(-1)
@@ -86,16 +85,13 @@ def policy_from(job: RLJob, name: str) -> tuple[Any, Any]:
 
 
 def resume_point(job: RLJob, run: Run, ctx: Context) -> tuple[Path, dict, Any, Any] | None:
-    """(checkpoint, resume state, policy, tokenizer) of the newest checkpoint that loads (a
-    damaged one is said and skipped), or None when none does. LoRA resumes from the base weights
-    plus the saved adapters; full fine-tuning from the checkpoint's weights."""
-    for _, ckpt in reversed(run.checkpoints()):
-        try:
-            state = load_resume_state(run, ckpt)
-            base = resolve_checkpoint(str(state["init"]), ctx.runs_dir)
-            policy, tok = policy_from(job, base if job.rl.lora.enabled else str(ckpt))
-        except (StoreError, ModelLoadError, KeyError) as e:
-            ctx.say(f"cannot resume from {ckpt.name}: {e}; trying the checkpoint before it")
-            continue
-        return ckpt, state, policy, tok
-    return None
+    """(checkpoint, resume state, policy, tokenizer) of the newest checkpoint that loads, or None
+    before the first. LoRA resumes from the base weights plus the saved adapters; full
+    fine-tuning from the checkpoint's weights."""
+    def load(ckpt: Path) -> tuple[dict, Any, Any]:
+        state = load_resume_state(run, ckpt)
+        base = resolve_checkpoint(str(state["init"]), ctx.runs_dir)
+        return state, *policy_from(job, base if job.rl.lora.enabled else str(ckpt))
+
+    found = newest_loadable(run, load, ctx.say)
+    return None if found is None else (found[0], *found[1])

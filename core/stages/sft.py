@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from core.config import SFTJob, SynthJob
-from core.models import ModelLoadError, apply_lora, count_parameters, load_model, save_policy
+from core.models import apply_lora, count_parameters, load_model, save_policy
 from core.sft import build_examples, trace_problem, train_sft
 from core.stages import synth
-from core.stages.common import Context, check_backends, check_model, check_task
+from core.stages.common import Context, check_backends, check_model, check_task, newest_loadable
 from core.stages.eval import evaluate_model
 from core.store import Run, StoreError, open_run, read_jsonl, resolve_path
 from core.tasks import TaskError, make_task
@@ -93,26 +93,21 @@ def fresh_model(job: SFTJob) -> tuple[Any, Any]:
 
 def resume_point(job: SFTJob, run: Run, ctx: Context) -> tuple[Path, dict, Any, Any] | None:
     """(checkpoint, resume state, model, tokenizer) of the newest step checkpoint that loads,
-    or None. Full fine-tuning loads the checkpoint's weights; LoRA rebuilds the start model
-    and puts the saved adapters back."""
-    for _, ckpt in reversed(run.checkpoints()):
-        try:
-            state = load_tree(run.trainer_state_path(ckpt))
-            if job.sft.lora.enabled:
-                model, tok = fresh_model(job)
-                live = dict(model.named_parameters())
-                with torch.no_grad():
-                    for name, tensor in state["adapters"].items():
-                        live[name].copy_(tensor)
-            else:
-                model, tok = load_model(replace(job.model, name=str(ckpt)), job.sft.seed, train=True)
-        except (StoreError, ModelLoadError, KeyError) as e:
-            ctx.say(f"cannot resume from {ckpt.name}: {e}; trying the checkpoint before it")
-            continue
-        return ckpt, state, model, tok
-    if run.checkpoints():
-        raise StoreError(f"none of the checkpoints of {run.path} can be resumed from (see above); nothing was changed")
-    return None
+    or None before the first. Full fine-tuning loads the checkpoint's weights; LoRA rebuilds the
+    start model and puts the saved adapters back."""
+    def load(ckpt: Path) -> tuple[dict, Any, Any]:
+        state = load_tree(run.trainer_state_path(ckpt))
+        if not job.sft.lora.enabled:
+            return state, *load_model(replace(job.model, name=str(ckpt)), job.sft.seed, train=True)
+        model, tok = fresh_model(job)
+        live = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in state["adapters"].items():
+                live[name].copy_(tensor)
+        return state, model, tok
+
+    found = newest_loadable(run, load, ctx.say)
+    return None if found is None else (found[0], *found[1])
 
 
 def traces_file(source: str, runs_dir: Path | str) -> Path:
