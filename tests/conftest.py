@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,14 @@ def pairsum_task():
     from core.tasks.pairsum import PairSumTask
 
     return PairSumTask()
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs a page as `__main__` and leaves it in sys.modules; a process
+    spawned afterwards (the math-verify workers) would re-run that page at start and die.
+    Each test gets back the `__main__` it started with."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
