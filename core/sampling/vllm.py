@@ -50,6 +50,7 @@ from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from core.config import SamplingConfig  # noqa: E402
+from core.models import save_policy  # noqa: E402
 from core.sampling.protocol import AnswerEnd, derive_seed  # noqa: E402
 from core.sampling.text import settle, tokens_containing, trim_to_text  # noqa: E402
 from core.types import Completion  # noqa: E402
@@ -112,8 +113,6 @@ class VLLMSampler:
         self.llm.reset_prefix_cache()  # cached KV came from the old weights
 
     def _save(self, model: Any) -> None:
-        from core.models import save_policy
-
         save_policy(model, self.tokenizer, self._dir)
 
     def _wake(self) -> None:
