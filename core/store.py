@@ -439,9 +439,8 @@ class Run:
         path = Path(path)
         if not path.exists():
             return 0
-        lines = path.read_bytes().splitlines(keepends=True)
-        good = [json.loads(line) for line in lines if _parses(line)]
-        dropped = sum(1 for line in lines if line.strip()) - len(good)
+        good = read_jsonl(path)  # the tolerant reader: a torn or malformed line is left out
+        dropped = sum(1 for line in path.read_bytes().splitlines() if line.strip()) - len(good)
         if dropped:
             atomic_write_text(path, "".join(_dumps(r) + "\n" for r in good))
         return dropped
@@ -647,14 +646,6 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # Run folders
 # ---------------------------------------------------------------------------------------------
-
-
-def _parses(line: bytes) -> bool:
-    """Whether one JSONL line holds a JSON object."""
-    try:
-        return isinstance(json.loads(line.decode("utf-8")), dict)
-    except (ValueError, UnicodeDecodeError):
-        return False
 
 
 def is_run_dir(path: Path) -> bool:
