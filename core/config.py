@@ -39,10 +39,16 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = _f("pairsum", "'pairsum' (embedded), math500|aime24|amc23|gsm8k, a hub id or a .jsonl path")
+    name: str = _f("pairsum", "'pairsum' or 'minimath' (embedded, generated); training sets math_train|gsm8k_train|numina; "
+                   "evaluation sets math500|aime24|amc23|gsm8k|omni_math500; a hub id; a .jsonl/.parquet path")
+    eval_only: bool = _f(False, "mark a local file or unknown hub id as an evaluation set (never trained on)")
+    decontaminate: bool = _f(True, "drop training problems whose normalised text matches a known evaluation problem")
     num_count: int = _f(8, "pairsum: numbers in each list (C(n,2) candidate pairs)")
     max_value: int = _f(30, "pairsum: numbers are drawn from 1..max_value")
-    heldout_frac: float = _f(0.1, "pairsum: share of the problem space kept for evaluation")
+    x_max: int = _f(15, "minimath: linear problems' x lies in 1..x_max (about log2(x_max) trials)")
+    coef_max: int = _f(9, "minimath: a x + b = c with a in 2..coef_max, b in 1..3*coef_max")
+    fraction_share: float = _f(0.25, "minimath: share of 'write a/b in lowest terms' problems")
+    heldout_frac: float = _f(0.1, "pairsum, minimath: share of the problem space kept for evaluation")
     sorted_numbers: bool = _f(True, "pairsum: show each list sorted (the teacher's two-pointer moves need it)")
     seed: int = _f(0, "seed of the problem generator")
 
@@ -53,6 +59,9 @@ class TaskConfig:
             f"task.max_value must be >= 2 * task.num_count = {2 * self.num_count}",
         )
         _check(0 < self.heldout_frac < 1, "task.heldout_frac must be in (0, 1)")
+        _check(self.x_max >= 4, f"task.x_max must be >= 4 (got {self.x_max})")
+        _check(self.coef_max >= 2, f"task.coef_max must be >= 2 (got {self.coef_max})")
+        _check(0 <= self.fraction_share <= 1, f"task.fraction_share must be in [0, 1] (got {self.fraction_share})")
 
 
 @dataclass(frozen=True)
@@ -227,6 +236,7 @@ class SFTConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    task: str = _f("", "what lab sft / lab rl evaluate on ('' = the embedded task's held-out split; for a math training set: math500); lab eval: instead of task.name")
     split: str = _f("heldout", "task split to evaluate on")
     num_problems: int = _f(500, "problems to evaluate (0 = all of a finite data set)")
     num_samples: int = _f(1, "samples per problem (pass@1 is averaged over them)")
@@ -321,8 +331,8 @@ class RLConfig:
     penalize_overlong: bool = _f(True, "-1 for responses that hit max_new_tokens")
     penalize_repetition: bool = _f(True, "-1 for repetitive responses")
     penalize_garbled: bool = _f(True, "-1 for garbled responses")
-    repeat_chars: int = _f(30, "repetition rule: a substring this long ... (paper: 80)")
-    repeat_count: int = _f(3, "... appearing this many times (paper: 20); scaled to short traces")
+    repeat_chars: int = _f(0, "repetition rule: a substring this long ... (0 = the task's: pairsum 30, minimath 40, math data sets the paper's 80)")
+    repeat_count: int = _f(0, "... appearing this many times (0 = the task's: pairsum 4, minimath 8, math data sets the paper's 20)")
     eval_every: int = _f(25, "steps between held-out evaluations (0 = start and end only; what and how: the eval section)")
     save_every: int = _f(25, "steps between resumable checkpoints")
     seed: int = _f(0, "seed of prompt order and sampling")
@@ -339,8 +349,8 @@ class RLConfig:
         _check(self.ppo_epochs >= 1, f"rl.ppo_epochs must be >= 1 (got {self.ppo_epochs})")
         _check(self.clip_low > 0 and self.clip_high > 0, "rl.clip_low and rl.clip_high must be > 0")
         _check(self.anchor != "reset" or self.reset_every >= 1, "rl.anchor=reset needs rl.reset_every >= 1")
-        _check(self.repeat_chars >= 1 and self.repeat_count >= 2,
-               "rl.repeat_chars must be >= 1 and rl.repeat_count >= 2")
+        _check(self.repeat_chars >= 0 and (self.repeat_count == 0 or self.repeat_count >= 2),
+               "rl.repeat_chars must be >= 0 and rl.repeat_count 0 or >= 2 (0 = the task's rule)")
         _check(self.advantage in ("rloo", "grpo"), "rl.advantage must be 'rloo' or 'grpo'")
         _check(
             self.num_generations >= 2,

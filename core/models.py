@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from core.config import LoraConfig, ModelConfig
 from core.hub import hub_reachable, offline_mode
 from core.store import set_file_modes
+from core.tasks import minimath
 from core.tasks.pairsum import WORDS
 
 EOS, PAD, UNK = "<eos>", "<pad>", "<unk>"
@@ -65,12 +66,44 @@ def build_tokenizer(max_number: int = 130) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_model(spec: TinySpec | None = None, seed: int = 0) -> tuple[Any, Any]:
-    """A randomly initialised Qwen2 causal LM and its tokenizer."""
+# Qwen2's pre-tokenizer: words with their leading space, every digit alone, runs of punctuation.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def build_bpe_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `corpus`, pre-tokenized as Qwen2's is (one token
+    per digit), so a number costs as many tokens as it has digits, as with real models."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+                                   clean_up_tokenization_spaces=False, model_max_length=4096)
+
+
+def embedded_tokenizer(task: str, max_number: int = 130) -> PreTrainedTokenizerFast:
+    """The embedded model's tokenizer for a task: word-level for pairsum; byte-level BPE (what
+    real models use, trained on the embedded math task's text) for every other task, since
+    bytes cover any text."""
+    if task != "pairsum":
+        return build_bpe_tokenizer(minimath.tokenizer_corpus())
+    return build_tokenizer(max_number)
+
+
+def build_tiny_model(spec: TinySpec | None = None, seed: int = 0, task: str = "pairsum") -> tuple[Any, Any]:
+    """A randomly initialised Qwen2 causal LM and its tokenizer (see `embedded_tokenizer`)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     spec = spec or TinySpec()
-    tokenizer = build_tokenizer(spec.max_number)
+    tokenizer = embedded_tokenizer(task, spec.max_number)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
@@ -230,14 +263,14 @@ def setup_torch(cfg: ModelConfig, train: bool = False) -> tuple[str, torch.dtype
     return device, dtype
 
 
-def load_model(cfg: ModelConfig, seed: int, train: bool = False) -> tuple[Any, Any]:
+def load_model(cfg: ModelConfig, seed: int, train: bool = False, task: str = "pairsum") -> tuple[Any, Any]:
     """A fresh embedded model (when name == 'embedded', initialised from `seed`) or a saved one
     (a folder or hub id: resolve run names first, `core.store.resolve_checkpoint`); `train`: for
-    SFT or RL (see `setup_torch`)."""
+    SFT or RL (see `setup_torch`); `task`: whose tokenizer a fresh embedded model gets."""
     device, dtype = setup_torch(cfg, train)
     if cfg.name == EMBEDDED:
         spec = TinySpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
-        model, tok = build_tiny_model(spec, seed=seed)
+        model, tok = build_tiny_model(spec, seed=seed, task=task)
         return model.to(device=device, dtype=dtype), tok
     attn = cfg.attn_implementation
     if attn == "auto":

@@ -2,10 +2,18 @@
 
 T1 sets the reward of a penalised response to -1 and leaves it out of the RLOO baseline.
 The repetition rule of the authors' code is "any 80-character substring appearing >= 20
-times"; embedded traces are ~100 characters per 30 tokens, so the lab's defaults scale it down
-through the `repeat_chars` / `repeat_count` knobs. Which penalties apply and those knobs are
-fields of `RLConfig` in core.config (penalize_overlong, penalize_repetition, penalize_garbled,
-repeat_chars, repeat_count), which `core.rl.trainer.Trainer` passes to `score`.
+times", made for responses of thousands of tokens; the embedded tasks' responses are a few
+hundred characters, so each task has its own scale (`repeat_rule`), chosen so that none of the
+task's teacher traces (nor any of the 500 MATH500 gold solutions, for math data sets) trips it
+while a line said over and over still does (tests/test_rewards.py). Which penalties apply and
+the rule's knobs are fields of `RLConfig` in core.config (penalize_overlong,
+penalize_repetition, penalize_garbled, repeat_chars, repeat_count; 0 = the task's rule), which
+`core.rl.trainer.Trainer` passes to `score`.
+
+Garbled text: unreadable characters (replacement, control, private use) above a small share,
+letters of more than two writing systems, or one word mixing two writing systems. Math
+notation is not a writing system of its own: Greek letters and the letter-like math symbols
+(ℕ, 𝑥, µ, ℓ ...) count as Latin, so ordinary math reasoning is never called garbled.
 """
 
 from __future__ import annotations
@@ -34,6 +42,17 @@ class RewardParts:
         return self.overlong or self.repetitive or self.garbled
 
 
+# task -> (repeat_chars, repeat_count); anything else (math data sets): the paper's rule
+REPEAT_RULES = {"pairsum": (30, 4), "minimath": (40, 8)}
+PAPER_REPEAT_RULE = (80, 20)
+
+
+def repeat_rule(task_name: str, chars: int = 0, count: int = 0) -> tuple[int, int]:
+    """(window characters, count) of the repetition rule: the given values, 0 = the task's."""
+    default = REPEAT_RULES.get(task_name, PAPER_REPEAT_RULE)
+    return chars or default[0], count or default[1]
+
+
 def is_repetitive(text: str, window_chars: int = 80, min_count: int = 20) -> bool:
     """Some `window_chars`-long substring occurs at least `min_count` times (overlaps count)."""
     if window_chars <= 0 or len(text) < window_chars + min_count - 1:
@@ -42,17 +61,24 @@ def is_repetitive(text: str, window_chars: int = 80, min_count: int = 20) -> boo
     return counts.most_common(1)[0][1] >= min_count
 
 
+# writing systems written without spaces: a "word" of theirs may hold a Latin variable (设x为)
+_UNSPACED = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "THAI", "LAO", "KHMER", "MYANMAR"})
+
+
 def _script(ch: str) -> str:
-    """Coarse writing system of a letter: the first word of its Unicode name (LATIN, CJK, ...)."""
+    """Coarse writing system of a letter: the first word of the Unicode name of its compatibility
+    form (so 𝑥 -> x and ℕ -> N are LATIN), with GREEK counted as LATIN (math notation)."""
     try:
-        return unicodedata.name(ch).split()[0]
+        script = unicodedata.name(unicodedata.normalize("NFKC", ch)[:1] or ch).split()[0]
     except ValueError:
         return "UNKNOWN"
+    return "LATIN" if script == "GREEK" else script
 
 
 def is_garbled(text: str, max_bad_frac: float = 0.02, max_scripts: int = 2) -> bool:
-    """Replacement / control / private-use characters above `max_bad_frac` of the text, or
-    letters from more than `max_scripts` writing systems (mixed-script gibberish)."""
+    """Replacement / control / private-use characters above `max_bad_frac` of the text, letters
+    from more than `max_scripts` writing systems, or a word mixing two of them (gibberish like
+    "hеllo" with a Cyrillic е), outside the systems written without spaces."""
     if not text:
         return False
     bad = sum(
@@ -61,7 +87,16 @@ def is_garbled(text: str, max_bad_frac: float = 0.02, max_scripts: int = 2) -> b
     )
     if bad / len(text) > max_bad_frac:
         return True
-    scripts = {_script(ch) for ch in text if ch.isalpha()}
+    scripts: set[str] = set()
+    word: set[str] = set()
+    for ch in text + " ":
+        if ch.isalpha():
+            word.add(_script(ch))
+            continue
+        if len(word) > 1 and not word & _UNSPACED:
+            return True
+        scripts |= word
+        word = set()
     return len(scripts) > max_scripts
 
 

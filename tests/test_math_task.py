@@ -133,12 +133,90 @@ def test_unknown_source() -> None:
 
 def test_train_split_refused() -> None:
     task = MathTask(str(SLICES["aime24"][0]), name="aime24")
-    with pytest.raises(TaskError, match="aime24 is an evaluation set: never train on it"):
+    with pytest.raises(TaskError, match="is an evaluation set: 5 of its 5 problems are in aime24: never train on it"):
         task.problems("train")
     with pytest.raises(TaskError, match="unknown split"):
         task.problems("validation")
-    permissive = MathTask(str(SLICES["aime24"][0]), heldout_only=False)
+    permissive = MathTask(str(SLICES["aime24"][0]), heldout_only=False, decontaminate=False)
     assert permissive.problems("train") == permissive.problems("heldout")
+
+
+def _train_rows(n: int) -> list[str]:
+    return [json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(n)]
+
+
+def test_local_training_file_is_decontaminated(tmp_path: Path) -> None:
+    """Problems equal to an evaluation problem up to case, spacing and $ are dropped and counted;
+    the file stays a training set; held-out is the whole file."""
+    bench = _rows(SLICES["math500"][0])
+    copies = [json.dumps({"problem": "  " + bench[0]["problem"].upper().replace(" ", "  "), "answer": "1"}),
+              json.dumps({"question": bench[1]["problem"].replace("$", ""), "answer": "2"})]
+    path = _write(tmp_path, _train_rows(10) + copies, "train.jsonl")
+    task = MathTask(str(path))
+    assert task.role == "train" and not task.heldout_only
+    train = task.problems("train")
+    assert len(train) == 10 and task.decontaminated == 2 and task.decontaminated_from == {"math500": 2}
+    assert len(task.problems("heldout")) == 12
+    assert len(MathTask(str(path), decontaminate=False).problems("train")) == 12
+
+
+def test_run_time_evaluation_set_joins_decontamination(tmp_path: Path) -> None:
+    path = _write(tmp_path, _train_rows(6), "train.jsonl")
+    task = MathTask(str(path))
+    private = MathTask(str(path), eval_only=True).problems("heldout")[:2]  # e.g. Omni-MATH from the hub
+    task.exclude(private, "omni_math500")
+    assert len(task.problems("train")) == 4 and task.decontaminated_from == {"omni_math500": 2}
+
+
+def test_eval_only_and_lookalike_files_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, _train_rows(4), "mine.jsonl")
+    with pytest.raises(TaskError, match="task.name=.*mine.jsonl is an evaluation set: never train on it"):
+        MathTask(str(path), eval_only=True).problems("train")
+    everything_known = MathTask(str(SLICES["math500"][0]))
+    assert everything_known.role == "eval"
+    with pytest.raises(TaskError, match="20 of its 20 problems are in math500") as info:
+        everything_known.problems("train")
+    assert "math_train" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_answer_from_the_solution_box_and_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"problem": "Compute $1+1$.", "solution": "Clearly $\\boxed{2}$."},
+            {"problem": "Half of 3?", "solution": "It is $\\boxed{\\frac{3}{2}}$.", "level": "Level 1"}]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    problems = MathTask(str(path)).problems("train")
+    assert [p.answer for p in problems] == ["2", "\\frac{3}{2}"]
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([*rows, {"problem": "No answer here.", "solution": "none"}]), bad)
+    with pytest.raises(TaskError, match=r"bad.parquet row 2: missing field 'answer'"):
+        MathTask(str(bad))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(TaskError, match="not a readable Parquet file"):
+        MathTask(str(tmp_path / "junk.parquet"))
+
+
+@pytest.mark.parametrize("short", ["math_train", "gsm8k_train", "numina"])
+def test_named_training_sources(monkeypatch: pytest.MonkeyPatch, short: str) -> None:
+    """Training sets load their published split; rows without a readable answer are skipped
+    and counted (NuminaMath has some), never an error mid-load."""
+    calls: list[tuple[Any, ...]] = []
+    rows = [{"problem": "p0", "question": "p0", "solution": "so $\\boxed{5}$", "answer": "#### 5"},
+            {"problem": "p1", "question": "p1", "solution": "no box"}]
+
+    def fake_load(hub_id: str, config: str | None = None, split: str | None = None) -> Any:
+        calls.append((hub_id, config, split))
+        return rows
+
+    monkeypatch.setattr(math_task.hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    task = MathTask(short)
+    src = math_task.SOURCES[short]
+    assert calls == [(src.hub_id, src.config, "train")] and src.role == "train"
+    assert task.role == "train" and task.skipped == 1
+    assert [p.answer for p in task.problems("train")] == ["5"]
 
 
 # ------------------------------------------------------------------------------------ hub
@@ -183,11 +261,11 @@ def test_hub_path_maps_fields_like_local(monkeypatch: pytest.MonkeyPatch, short:
     monkeypatch.setattr(math_task.hub, "hub_reachable", lambda *a, **k: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     hub_task = MathTask(short)
-    hub_id, config, split, _ = BENCHMARKS[short]
-    assert calls == [(hub_id, config, split)]
+    src = BENCHMARKS[short]
+    assert calls == [(src.hub_id, src.config, src.split)]
     assert hub_task.name == short
     assert hub_task.problems("heldout") == MathTask(str(path)).problems("heldout")
-    assert MathTask(hub_id).name == short  # a known hub id resolves to the benchmark
+    assert MathTask(src.hub_id).name == short  # a known hub id resolves to the benchmark
 
 
 # ------------------------------------------------------------------------------- prompts
@@ -299,5 +377,9 @@ def test_answer_end_is_the_brace_that_closes_the_box() -> None:
     assert task.answer_end("42}. So") == 3
     assert task.answer_end("\\frac{1}{2}} and more") == 12
     assert task.answer_end("a \\} b} c") == 7  # an escaped brace does not close it
-    assert task.extract_prediction(task.answer_cue() + "\\frac{1}{2}} and \\boxed{3}") == "3"  # read whole ...
-    assert task.extract_prediction(task.answer_cue() + "\\frac{1}{2}}") == "\\frac{1}{2}"  # ... settled
+    # after a cue, the cue's box is the answer: a later box on the line is not read ...
+    assert task.extract_prediction(task.answer_cue() + "\\frac{1}{2}} and \\boxed{3}") == "\\frac{1}{2}"
+    assert task.extract_prediction(task.answer_cue() + "\\frac{1}{2}}") == "\\frac{1}{2}"
+    # ... a box cut before its brace is read as it is, never an earlier box of the reasoning
+    assert task.extract_prediction("so \\boxed{7}" + task.answer_cue() + "\\frac{1}{2") == "\\frac{1}{2"
+    assert task.extract_prediction("so \\boxed{7}" + task.answer_cue()) is None

@@ -35,3 +35,63 @@ def test_score_composition_and_switches() -> None:
     assert score(_c("try 1 + 2", "length"), right, penalize_overlong=False).reward == 1.0
     rep = score(_c("ab" * 200), right, repeat_chars=10, repeat_count=20)
     assert rep.repetitive and rep.reward == PENALTY
+
+
+# ------------------------------------------------------- penalties that fit math (no false -1)
+
+import json  # noqa: E402
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from core.config import TaskConfig  # noqa: E402
+from core.rewards import repeat_rule  # noqa: E402
+from core.synth import minimath as minimath_synth  # noqa: E402
+from core.synth.programmatic import synthesize  # noqa: E402
+from core.tasks import make_task  # noqa: E402
+
+MATH500 = Path(__file__).parent / "data" / "math500.jsonl"
+
+
+def _flagged(texts: list[str], task: str) -> list[str]:
+    chars, count = repeat_rule(task)
+    return [t for t in texts if is_garbled(t) or is_repetitive(t, chars, count)]
+
+
+def test_math500_gold_solutions_are_never_penalised() -> None:
+    solutions = [json.loads(line)["solution"] for line in MATH500.open()]
+    assert len(solutions) == 500
+    assert _flagged(solutions, "math500") == []
+
+
+def test_programmatic_traces_are_never_penalised() -> None:
+    pairsum = make_task(TaskConfig())
+    traces = [t["response"] for t in synthesize(pairsum.problems("train", 3000), "t1", 0.85, 0.15, 0)]
+    assert _flagged(traces, "pairsum") == []
+    mini = make_task(TaskConfig(name="minimath"))
+    traces = [t["response"] for t in
+              minimath_synth.synthesize(mini.problems("train", 3000), "t1", 0.85, 0.15, 0, 50)]
+    assert _flagged(traces, "minimath") == []
+
+
+@pytest.mark.parametrize("text", ["n in ℕ and θ", "the area is πr² … in µm", "𝑥 … θ = π/2",
+                                  "设x为正数, 则 x > 0", "Let $x \\in \\mathbb{R}$ and ℓ = 2"])
+def test_math_unicode_is_not_garbled(text: str) -> None:
+    assert not is_garbled(text)
+
+
+def test_adversarial_output_is_still_penalised() -> None:
+    rng = random.Random(0)
+    soup = bytes(rng.randrange(256) for _ in range(400)).decode("utf-8", "replace")
+    codepoints = "".join(chr(rng.randrange(0x400, 0x3000)) for _ in range(200))
+    for text in (soup, codepoints, "we say hеllo to everyone"):  # the last: a Cyrillic е in a Latin word
+        assert is_garbled(text), text[:40]
+    line = "Try $x = 12$: $7 \\cdot 12 + 5 = 89 < 96$, too small."  # 52 characters
+    for task in ("pairsum", "minimath"):
+        assert is_repetitive("\n".join([line] * 20), *repeat_rule(task))
+    long_line = "So the sum of the first ten terms is the same as before, and we add the next one."
+    assert len(long_line) >= 80
+    assert is_repetitive("\n".join([long_line] * 20), *repeat_rule("math500"))
+    assert repeat_rule("math500") == (80, 20)  # the paper's rule for real math responses
+    assert repeat_rule("pairsum", 12, 0) == (12, 4)  # an rl.repeat_* override wins over the task's

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -23,11 +24,21 @@ from core.evaluate import evaluate
 from core.models import save_policy
 from core.rl.trainer import Trainer
 from core.store import Run, StoreError
+from core.tasks import Task
 from core.tensor_state import load_tree, save_tree
 from core.types import Problem, Say
 
 
-def train(trainer: Trainer, run: Run, heldout: Sequence[Problem], eval_cfg: EvalConfig, init: str,
+@dataclass(frozen=True)
+class HeldOut:
+    """What the held-out evaluations score: the evaluation task (it checks the answers) and its
+    problems. The task may differ from the training task (train on MATH train, measure on MATH500)."""
+
+    task: Task
+    problems: Sequence[Problem]
+
+
+def train(trainer: Trainer, run: Run, heldout: HeldOut, eval_cfg: EvalConfig, init: str,
           say: Say, progress: bool = True) -> dict:
     """Run the remaining steps into `run`; returns the last held-out evaluation. `init` is the
     policy the run started from (recorded in each checkpoint's resume state)."""
@@ -59,9 +70,9 @@ def train(trainer: Trainer, run: Run, heldout: Sequence[Problem], eval_cfg: Eval
     return last_eval
 
 
-def heldout_eval(trainer: Trainer, problems: Sequence[Problem], cfg: EvalConfig) -> dict:
+def heldout_eval(trainer: Trainer, heldout: HeldOut, cfg: EvalConfig) -> dict:
     """The policy's held-out figures (the eval section: seed, samples, temperature, limits)."""
-    summary, _ = evaluate(trainer.sampler, trainer.task, list(problems), cfg)
+    summary, _ = evaluate(trainer.sampler, heldout.task, list(heldout.problems), cfg)
     return summary
 
 

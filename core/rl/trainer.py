@@ -18,7 +18,7 @@ import torch
 
 from core.config import RLConfig
 from core.optim import make_optimizer
-from core.rewards import score
+from core.rewards import repeat_rule, score
 from core.rl import algos
 from core.rl.anchor import Anchor, adapter_params
 from core.rl.batch import RolloutBatch, forward_stats, logprobs_no_grad, pack, place_logprobs
@@ -80,8 +80,9 @@ class Trainer:
         flat = [(g, comp) for g, group in enumerate(r.groups) for comp in group]
         verdicts = self.task.check([r.problems[g] for g, _ in flat], [comp.text for _, comp in flat])
         c = self.cfg
+        chars, count = repeat_rule(self.task.name, c.repeat_chars, c.repeat_count)
         parts = [score(comp, v, penalize_overlong=c.penalize_overlong, penalize_repetition=c.penalize_repetition,
-                       penalize_garbled=c.penalize_garbled, repeat_chars=c.repeat_chars, repeat_count=c.repeat_count)
+                       penalize_garbled=c.penalize_garbled, repeat_chars=chars, repeat_count=count)
                  for (_, comp), v in zip(flat, verdicts)]
         n = self.num_drawn
         r.parts = [parts[i * n : (i + 1) * n] for i in range(len(r.groups))]

@@ -17,7 +17,7 @@ from core.models import EMBEDDED, ModelLoadError, check_reachable, check_weights
 from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
 from core.store import Run, StoreError, find_runs, new_run, resolve_checkpoint
-from core.tasks import TaskError, make_task, task_problems
+from core.tasks import GENERATED, TaskError, make_task, task_problems, train_pool
 from core.types import Say
 
 
@@ -51,11 +51,14 @@ def check_model(name: str, runs_dir: Path | str) -> str:
 
 def check_task(cfg: TaskConfig, split: str | None = None, limit: int = 0) -> None:
     """The task loads (a math data set: its file or hub id) and, given a split, has the
-    problems asked for (`limit`, 0 = all of a finite data set)."""
-    if cfg.name == "pairsum" and split is None:
+    problems asked for (`limit`, 0 = all of a finite data set; "train": what RL draws from,
+    refused for an evaluation set)."""
+    if cfg.name in GENERATED and split is None:
         return
     task = make_task(cfg)
-    if split is not None:
+    if split == "train":
+        train_pool(task)
+    elif split is not None:
         task_problems(task, split, limit)
 
 

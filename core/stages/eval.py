@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core.config import EvalConfig, EvalJob
+from core.config import EvalConfig, EvalJob, TaskConfig
 from core.evaluate import evaluate
 from core.models import load_model
 from core.sampling import make_sampler
@@ -28,18 +28,23 @@ def preflight(job: EvalJob, runs_dir: Path | str) -> None:
     check_backends(job.eval.sampling)
     require_trained(job.model.name, "eval")
     check_model(job.model.name, runs_dir)
-    check_task(job.task, job.eval.split, job.eval.num_problems)
+    check_task(evaluated(job), job.eval.split, job.eval.num_problems)
 
 
 def run(job: EvalJob, run: Run, ctx: Context) -> dict:
     """Load model.name (folder, run, or hub id) and evaluate it."""
     t0 = time.time()
-    task = make_task(job.task)
+    task = make_task(evaluated(job))
     model_cfg = replace(job.model, name=resolve_checkpoint(job.model.name, ctx.runs_dir))
     model, tok = load_model(model_cfg, seed=0)
     ctx.say(f"loaded {model_cfg.name}")
     summary = evaluate_model(model, tok, task, job.eval, run, job.eval.split, ctx.say, ctx.progress)
     return {**summary, "model": model_cfg.name, "time_s": time.time() - t0}
+
+
+def evaluated(job: EvalJob) -> TaskConfig:
+    """What `lab eval` scores: eval.task when set, else task.name."""
+    return replace(job.task, name=job.eval.task or job.task.name)
 
 
 def evaluate_model(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, run: Run,

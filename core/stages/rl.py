@@ -12,7 +12,7 @@ import torch
 
 from core.config import RLJob
 from core.models import apply_lora, load_model
-from core.rl.loop import heldout_eval, load_resume_state, train
+from core.rl.loop import HeldOut, heldout_eval, load_resume_state, train
 from core.rl.trainer import Trainer
 from core.sampling import make_sampler
 from core.stages.common import (
@@ -24,13 +24,15 @@ from core.stages.common import (
     newest_loadable,
 )
 from core.store import Run, resolve_checkpoint
-from core.tasks import make_task, task_problems
+from core.tasks import Task, eval_task_config, make_task, task_problems, train_pool
+from core.tasks.math import MathTask
 
 
 def preflight(job: RLJob, runs_dir: Path | str) -> None:
     check_backends(job.rl.sampling, job.eval.sampling)
     check_model(start_policy(job, runs_dir), runs_dir)
-    check_task(job.task, job.eval.split, job.eval.num_problems)
+    check_task(job.task, "train")  # an evaluation set is refused here, before any run folder
+    check_task(eval_task_config(job.task, job.eval.task), job.eval.split, job.eval.num_problems)
 
 
 def start_policy(job: RLJob, runs_dir: Path | str) -> str:
@@ -40,7 +42,11 @@ def start_policy(job: RLJob, runs_dir: Path | str) -> str:
 
 def run(job: RLJob, run: Run, ctx: Context) -> dict:
     t0, say = time.time(), ctx.say
-    task = make_task(job.task)
+    task, heldout = tasks_of(job)
+    train_set = train_pool(task)
+    if decontaminated := getattr(task, "decontaminated", 0):
+        say(f"decontamination: dropped {decontaminated} training problems of {job.task.name} that match evaluation "
+            f"problems ({', '.join(f'{k} {v}' for k, v in task.decontaminated_from.items())}); {len(train_set)} left")
     resumed = resume_point(job, run, ctx) if ctx.resume else None
     if resumed is None:
         if ctx.resume:  # killed before its first checkpoint: what it logged is dropped, it starts over
@@ -52,8 +58,6 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
         ckpt, state, policy, tok = resumed
         init = state["init"]
     sampler = make_sampler(job.rl.sampling.backend, policy, tok, job.rl.sampling)
-    train_set = task_problems(task, "train", 50_000 if job.task.name == "pairsum" else 0)
-    heldout = task_problems(task, job.eval.split, job.eval.num_problems)
     trainer = Trainer(policy, tok, sampler, task, train_set, job.rl)
     if resumed is not None:
         trainer.load_state(state)
@@ -70,9 +74,22 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
         say(f"step 0: held-out accuracy {start['eval/acc']:.1%}")
     final_eval = train(trainer, run, heldout, job.eval, init, say, ctx.progress)
     first = next((m for m in run.metrics() if m.get("step") == 0 and "eval/acc" in m), {})
-    return {"eval/acc_start": first.get("eval/acc"), **final_eval,
+    return {"eval/acc_start": first.get("eval/acc"), **final_eval, "eval/task": heldout.task.name,
+            "data/train_problems": len(train_set), "data/decontaminated": decontaminated,
             "eval/acc_gain": final_eval.get("eval/acc", 0) - (first.get("eval/acc") or 0),
             "checkpoint": str(run.latest_checkpoint()), "time_s": time.time() - t0}
+
+
+def tasks_of(job: RLJob) -> tuple[Task, HeldOut]:
+    """The training task and what the held-out evaluations score (eval.task, or the default for
+    the training task); the evaluation problems join decontamination's list."""
+    task = make_task(job.task)
+    ev_cfg = eval_task_config(job.task, job.eval.task)
+    ev_task = task if ev_cfg == job.task else make_task(ev_cfg)
+    heldout = HeldOut(ev_task, task_problems(ev_task, job.eval.split, job.eval.num_problems))
+    if ev_task is not task and isinstance(task, MathTask):
+        task.exclude(heldout.problems, ev_task.name)
+    return task, heldout
 
 
 def policy_from(job: RLJob, name: str) -> tuple[Any, Any]:

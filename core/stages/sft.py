@@ -16,7 +16,7 @@ from core.stages import synth
 from core.stages.common import Context, check_backends, check_model, check_task, newest_loadable
 from core.stages.eval import evaluate_model
 from core.store import Run, StoreError, open_run, read_jsonl, resolve_path
-from core.tasks import TaskError, make_task
+from core.tasks import GENERATED, TaskError, eval_task_config, make_task
 from core.tensor_state import load_tree, save_tree
 
 
@@ -26,9 +26,13 @@ def preflight(job: SFTJob, runs_dir: Path | str) -> None:
         traces, where = load_traces(job.sft.data, runs_dir)
         for i, trace in enumerate(traces, 1):
             trace_problem(trace, f"{where}: trace {i}")
+    elif job.task.name not in GENERATED:
+        raise TaskError(f"lab sft on task.name={job.task.name} needs traces: sft.data=<synth run or .jsonl> (make "
+                        "them with `lab synth teacher.models=...` or teacher.dataset=THUDM/T1); the programmatic "
+                        "teacher only knows the embedded tasks")
     if job.model.name != "embedded":
         check_model(job.model.name, runs_dir)
-    check_task(job.task, job.eval.split, job.eval.num_problems)
+    check_task(eval_task_config(job.task, job.eval.task), job.eval.split, job.eval.num_problems)
 
 
 def run(job: SFTJob, run: Run, ctx: Context) -> dict:
@@ -75,17 +79,19 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
     save_policy(model, tok, final)
     run.mark_checkpoint_complete(final)
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
-    summary = evaluate_model(model, tok, task, job.eval, run, "heldout", say, ctx.progress)
+    ev_cfg = eval_task_config(job.task, job.eval.task)
+    ev_task = task if ev_cfg == job.task else make_task(ev_cfg)
+    summary = evaluate_model(model, tok, ev_task, job.eval, run, "heldout", say, ctx.progress)
     synth_out = {("synth/time_s" if k == "time_s" else k): v for k, v in synth_out.items()}
     out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
-           "checkpoint": str(final), **summary, "time_s": time.time() - t0}
+           "checkpoint": str(final), **summary, "eval/task": ev_task.name, "time_s": time.time() - t0}
     run.log_metrics({"step": last["step"], **summary})
     return out
 
 
 def fresh_model(job: SFTJob) -> tuple[Any, Any]:
     """The model SFT starts from (with fresh LoRA adapters when sft.lora is on)."""
-    model, tok = load_model(job.model, job.sft.seed, train=True)
+    model, tok = load_model(job.model, job.sft.seed, train=True, task=job.task.name)
     if job.sft.lora.enabled:
         model = apply_lora(model, job.sft.lora)
     return model, tok

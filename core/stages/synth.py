@@ -17,12 +17,14 @@ from tqdm.auto import tqdm
 from core.config import SynthJob
 from core.stages.common import Context, Say, check_backends, check_model, check_task
 from core.store import Run
+from core.synth import minimath as minimath_synth
 from core.synth.programmatic import synthesize
 from core.synth.teacher.http import is_http_spec
 from core.synth.teacher.pipeline import run_teacher
 from core.synth.teacher.public import load_public_traces
 from core.synth.teacher.teachers import open_teachers
 from core.tasks import TaskError, make_task, task_problems
+from core.tasks import minimath as minimath_task
 from core.tasks.math import BENCHMARKS, MathTask
 
 
@@ -42,9 +44,9 @@ def run(job: SynthJob, run: Run, ctx: Context) -> dict:
     run (--resume) skips problems that already have a trace."""
     if job.teacher.models or job.teacher.dataset:
         return run_teacher_synth(job, run, ctx)
-    if job.task.name != "pairsum":
-        raise TaskError("the programmatic teacher only knows the embedded task (task.name=pairsum); "
-                        "for a math task name LLM teachers: teacher.models=MODEL_OR_URL[,...]")
+    if job.task.name not in ("pairsum", minimath_task.NAME):
+        raise TaskError("the programmatic teacher only knows the embedded tasks (task.name=pairsum or minimath); "
+                        "for a math data set name LLM teachers: teacher.models=MODEL_OR_URL[,...]")
     t0, say = time.time(), ctx.say
     task = make_task(job.task)
     problems = task_problems(task, "train", job.synth.num_problems)
@@ -54,7 +56,11 @@ def run(job: SynthJob, run: Run, ctx: Context) -> dict:
         say(f"dropped {torn} torn line(s) from {run.traces_path} (a crash mid-write); their problems are redone")
     done = {t.get("problem_id") for t in run.traces()}
     batch: list[dict] = []
-    for trace in tqdm(synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed),
+    if job.task.name == minimath_task.NAME:
+        traces_of = minimath_synth.synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed, job.task.x_max)
+    else:
+        traces_of = synthesize(problems, s.style, s.guided_prob, s.slip_prob, s.seed)
+    for trace in tqdm(traces_of,
                       total=len(problems), desc="synth", unit="trace", disable=not ctx.progress):
         if trace["problem_id"] in done:
             continue

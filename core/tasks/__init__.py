@@ -7,22 +7,47 @@ benchmark short name, a hub id or a local .jsonl). Torch-free.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from core.config import TaskConfig
 from core.tasks import math as math_task
-from core.tasks import pairsum
+from core.tasks import minimath, pairsum
 from core.tasks.base import Task, TaskError
 from core.types import Problem, Trace
 
-__all__ = ["Task", "TaskError", "make_task", "reflection_words", "task_problems", "trace_parser"]
+__all__ = ["Task", "TaskError", "eval_task_config", "make_task", "train_pool", "reflection_words", "task_problems", "trace_parser"]
 
 
 def make_task(cfg: TaskConfig) -> Task:
-    """The embedded task or a math data set (short name, hub id or .jsonl path)."""
+    """The embedded task or a math data set (short name, hub id or .jsonl/.parquet path)."""
     if cfg.name == "pairsum":
         spec = pairsum.PairSumSpec(cfg.num_count, cfg.max_value, cfg.heldout_frac, cfg.sorted_numbers)
         return pairsum.PairSumTask(spec, seed=cfg.seed)
-    return math_task.MathTask(cfg.name)  # loads its data set here: a bad source fails now
+    if cfg.name == minimath.NAME:
+        mspec = minimath.MiniMathSpec(cfg.x_max, cfg.coef_max, cfg.fraction_share, cfg.heldout_frac)
+        return minimath.MiniMathTask(mspec, seed=cfg.seed)
+    # loads its data set here: a bad source fails now
+    return math_task.MathTask(cfg.name, eval_only=cfg.eval_only, decontaminate=cfg.decontaminate)
+
+
+GENERATED = ("pairsum", minimath.NAME)
+
+
+def eval_task_config(cfg: TaskConfig, eval_task: str) -> TaskConfig:
+    """The task a training run evaluates on: `eval_task` when set; else the generated task itself
+    (its held-out split) or, for a math data set, the default benchmark (MATH500): so the curves
+    of a run on math training data are on the benchmark."""
+    name = eval_task or (cfg.name if cfg.name in GENERATED else math_task.DEFAULT_EVAL)
+    return replace(cfg, name=name)
+
+
+# how many training problems RL draws from a generated task (a data set gives all it has)
+TRAIN_POOL = {"pairsum": 50_000, minimath.NAME: 5_000}
+
+
+def train_pool(task: Task) -> list[Problem]:
+    """The problems RL samples its prompts from: the whole training split."""
+    return task_problems(task, "train", TRAIN_POOL.get(task.name, 0))
 
 
 def task_problems(task: Task, split: str, limit: int) -> list[Problem]:

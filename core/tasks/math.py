@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,27 +24,51 @@ from typing import Any
 from core import hub
 from core.answers import VerifierPool, extract_boxed, matching_brace, verify_answers
 from core.tasks.base import TaskError, check_split
+from core.tasks.decontam import known_eval_keys, question_key
 from core.types import Problem, Trace, TraceStep, Verdict
 
 
 @dataclass(frozen=True)
 class Fields:
-    """Where a benchmark keeps its question and answer (the normaliser also falls back to the
-    other common names, so local dumps with both "problem" and "question" work)."""
+    """Where a data set keeps its question and answer (the normaliser also falls back to the
+    other common names, so local dumps with both "problem" and "question" work, and to the
+    last \\boxed{} of a "solution" when there is no answer column, as in MATH train)."""
 
     question: str
     answer: str = "answer"
 
 
-# short name -> (hub id, config or None, split, field mapping). The splits are the ones the
-# datasets are published with: AIME 2024 exists only as "train" on the hub, and math-ai/amc23
-# ships a single 40-row "test" split (the split other public eval harnesses load as well).
-BENCHMARKS: dict[str, tuple[str, str | None, str, Fields]] = {
-    "math500": ("HuggingFaceH4/MATH-500", None, "test", Fields("problem")),
-    "aime24": ("HuggingFaceH4/aime_2024", None, "train", Fields("problem")),
-    "amc23": ("math-ai/amc23", None, "test", Fields("question")),
-    "gsm8k": ("openai/gsm8k", "main", "test", Fields("question")),
+@dataclass(frozen=True)
+class Source:
+    """A named data set on the hub: where it is and whether it is for evaluation or training."""
+
+    hub_id: str
+    config: str | None
+    split: str
+    fields: Fields
+    role: str  # "eval" (never trained on) or "train"
+
+
+# short name -> source. The splits are the ones the data sets are published with: AIME 2024
+# exists only as "train" on the hub, and math-ai/amc23 ships a single 40-row "test" split.
+SOURCES: dict[str, Source] = {
+    "math500": Source("HuggingFaceH4/MATH-500", None, "test", Fields("problem"), "eval"),
+    "aime24": Source("HuggingFaceH4/aime_2024", None, "train", Fields("problem"), "eval"),
+    "amc23": Source("math-ai/amc23", None, "test", Fields("question"), "eval"),
+    "gsm8k": Source("openai/gsm8k", "main", "test", Fields("question"), "eval"),
+    "omni_math500": Source("reliable-agents/Omni-MATH-500", None, "test", Fields("problem"), "eval"),
+    # the 7,500-problem Hendrycks MATH train split (answers: the solution's last \boxed{})
+    "math_train": Source("DigitalLearningGmbH/MATH-lighteval", "default", "train", Fields("problem"), "train"),
+    "gsm8k_train": Source("openai/gsm8k", "main", "train", Fields("question"), "train"),
+    "numina": Source("AI-MO/NuminaMath-CoT", None, "train", Fields("problem"), "train"),
 }
+BENCHMARKS = {k: v for k, v in SOURCES.items() if v.role == "eval"}
+TRAINING_SOURCES = {k: v for k, v in SOURCES.items() if v.role == "train"}
+# the evaluation set `lab sft` and `lab rl` measure a math training source on (eval.task='')
+DEFAULT_EVAL = "math500"
+# a local file or unknown hub id whose problems are at least this share of known evaluation
+# problems is taken for an evaluation set (a copy of MATH500 passed as training data)
+EVAL_LOOKALIKE_FRAC = 0.5
 
 PROMPT_TEMPLATE = (
     "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -92,8 +117,10 @@ def record_to_problem(
     answer_key = fields.answer if fields else "answer"
     raw_answer = record.get(answer_key)
     answer = normalise_answer(raw_answer) if raw_answer is not None else ""
+    if not answer and isinstance(record.get("solution"), str):
+        answer = (extract_boxed(record["solution"]) or "").strip()  # MATH train, NuminaMath
     if not answer:
-        raise TaskError(f"{where}: missing field {answer_key!r}")
+        raise TaskError(f"{where}: missing field {answer_key!r} (and no \\boxed{{}} answer in a 'solution' field)")
     pid = next((record[k] for k in _ID_FIELDS if record.get(k) is not None), index)
     meta = {k: record[k] for k in _META_FIELDS if record.get(k) is not None}
     if isinstance(raw_answer, str) and "####" in raw_answer:
@@ -129,6 +156,24 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
     return problems
 
 
+def load_parquet(path: str | Path, limit: int | None = None) -> list[Problem]:
+    """Problems from a local Parquet file (question/answer columns, as `load_jsonl`); errors
+    name the file and the 0-based row."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"data file not found: {path}")
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise TaskError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    problems = [record_to_problem(r, i, f"{path} row {i}") for i, r in enumerate(rows[:limit] if limit else rows)]
+    if not problems:
+        raise TaskError(f"{path} has no problems")
+    return problems
+
+
 def _network_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "could not talk to the hub" across the HTTP stacks that
     huggingface_hub has used (requests, httpx); builtin ConnectionError/TimeoutError are
@@ -150,10 +195,13 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 
 def load_hub(
-    hub_id: str, config: str | None, split: str, fields: Fields | None, limit: int | None
-) -> list[Problem]:
-    """Problems from the Hugging Face hub via `datasets.load_dataset`. Any failure becomes a
-    one-line TaskError (no traceback) that points at the local-JSONL alternative."""
+    hub_id: str, config: str | None, split: str, fields: Fields | None, limit: int | None,
+    skip_unanswered: bool = False,
+) -> tuple[list[Problem], int]:
+    """(problems, rows skipped) from the Hugging Face hub via `datasets.load_dataset`. Any
+    failure becomes a one-line TaskError (no traceback) that points at the local-JSONL
+    alternative. `skip_unanswered`: rows without a readable answer (a NuminaMath solution with
+    no \\boxed{}) are skipped and counted, not an error."""
     hint = "pass a local JSONL path instead (e.g. MathTask('data/math500.jsonl'))"
     unreachable = f"could not reach the Hugging Face hub to load {hub_id!r}; {hint}"
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")  # read when huggingface_hub is imported
@@ -172,27 +220,33 @@ def load_hub(
     except ValueError as e:  # e.g. an unknown split or config
         first_line = (str(e).splitlines() or [""])[0]
         raise TaskError(f"could not load {hub_id!r} split {split!r}: {first_line}") from None
-    problems = []
+    problems: list[Problem] = []
+    skipped = 0
     for i, row in enumerate(rows):
-        if limit is not None and i >= limit:
+        if limit is not None and len(problems) >= limit:
             break
-        problems.append(record_to_problem(dict(row), i, f"{hub_id} ({split}) row {i}", fields))
+        try:
+            problems.append(record_to_problem(dict(row), i, f"{hub_id} ({split}) row {i}", fields))
+        except TaskError:
+            if not skip_unanswered:
+                raise
+            skipped += 1
     if not problems:
         raise TaskError(f"{hub_id} ({split}) has no problems")
-    return problems
+    return problems, skipped
 
 
 def _resolve(source: str) -> tuple[str, str]:
-    """Classify `source` as ("benchmark", short name), ("hub", id) or ("file", path)."""
-    if source in BENCHMARKS:
-        return "benchmark", source
-    if os.path.exists(source) or source.endswith(".jsonl"):
+    """Classify `source` as ("named", short name), ("hub", id) or ("file", path)."""
+    if source in SOURCES:
+        return "named", source
+    if os.path.exists(source) or source.endswith((".jsonl", ".parquet")):
         return "file", source
     if _HUB_ID_RE.match(source) and not source.startswith("."):
         return "hub", source
     raise TaskError(
-        f"unknown math source {source!r}: use one of {', '.join(BENCHMARKS)}, a hub id "
-        "('owner/name') or a path to a .jsonl file"
+        f"unknown math source {source!r}: use an evaluation set ({', '.join(BENCHMARKS)}), a training "
+        f"set ({', '.join(TRAINING_SOURCES)}), a hub id ('owner/name') or a path to a .jsonl or .parquet file"
     )
 
 
@@ -203,11 +257,17 @@ def _last_number(text: str) -> str | None:
 
 
 class MathTask:
-    """A math benchmark as a Task. Answers are checked by math-verify in worker processes.
+    """A math data set as a Task. Answers are checked by math-verify in worker processes.
 
-    `source` is a BENCHMARKS short name, a hub id (a known one gets its config and split; an
-    unknown one is loaded with no config and split "test"), or a local .jsonl path. Data is
-    loaded at construction, so a bad source fails before any sampling starts.
+    `source` is a SOURCES short name, a hub id (a known one gets its config and split; an
+    unknown one is loaded with no config and split "train"), or a local .jsonl / .parquet path.
+    Data is loaded at construction, so a bad source fails before any sampling starts.
+
+    Roles: an evaluation set (`role == "eval"`: the named benchmarks and their hub ids, a source
+    marked `eval_only`, or a file most of whose problems are known evaluation problems) serves
+    "heldout" only; "train" is refused, since training on it silently invalidates every number
+    measured on it. A training set serves both splits: "train" without the problems that match
+    a known evaluation problem (decontamination, counted in `decontaminated`), "heldout" whole.
     """
 
     def __init__(
@@ -215,34 +275,78 @@ class MathTask:
         source: str,
         *,
         name: str | None = None,
-        heldout_only: bool = True,
+        heldout_only: bool | None = None,
+        eval_only: bool = False,
+        decontaminate: bool = True,
         verifier: VerifierPool | None = None,
         limit: int | None = None,
     ):
         kind, ref = _resolve(source)
+        self.skipped = 0  # hub rows without a readable answer
+        self._extra_eval: dict[str, str] = {}
+        known = SOURCES.get(ref if kind == "named" else _short_name(ref))
         if kind == "file":
-            self._problems = load_jsonl(ref, limit)
+            self._problems = load_parquet(ref, limit) if ref.endswith(".parquet") else load_jsonl(ref, limit)
             default_name = Path(ref).stem
         else:
-            short = ref if kind == "benchmark" else _short_name(ref)
-            hub_id, config, split, fields = BENCHMARKS.get(short, (ref, None, "test", None))
-            self._problems = load_hub(hub_id, config, split, fields, limit)
-            default_name = short or ref.rsplit("/", 1)[-1].lower()
+            src = known or Source(ref, None, "train", Fields("problem"), "train")
+            self._problems, self.skipped = load_hub(src.hub_id, src.config, src.split, src.fields, limit,
+                                                    skip_unanswered=src.role == "train")
+            default_name = (next(k for k, v in SOURCES.items() if v is known) if known
+                            else ref.rsplit("/", 1)[-1].lower())
         self.name = name or default_name
         self.source = source
-        self.heldout_only = heldout_only
+        self.decontaminate = decontaminate
+        self.role_reason = ""
+        if heldout_only is not None:  # an explicit choice (tests, the teacher's problem source)
+            self.role = "eval" if heldout_only else "train"
+        elif eval_only or (known is not None and known.role == "eval"):
+            self.role = "eval"
+        else:
+            self.role = "train"
+            hits = self._known_matches(self._problems) if decontaminate else {}
+            if hits and sum(hits.values()) >= EVAL_LOOKALIKE_FRAC * len(self._problems):
+                self.role = "eval"
+                self.role_reason = (f": {sum(hits.values())} of its {len(self._problems)} problems are in "
+                                    f"{', '.join(sorted(hits))}")
+        self.heldout_only = self.role == "eval"
+        self.decontaminated = 0
+        self.decontaminated_from: dict[str, int] = {}
         self._verifier = verifier
 
+    def exclude(self, problems: Sequence[Problem], name: str) -> None:
+        """Add evaluation problems (the run's own evaluation set) to what decontamination drops."""
+        self._extra_eval.update({question_key(p.question): name for p in problems})
+
+    def _eval_set_of(self, problem: Problem) -> str | None:
+        """The evaluation set a problem belongs to, if any."""
+        key = question_key(problem.question)
+        return self._extra_eval.get(key) or known_eval_keys().get(key)
+
+    def _known_matches(self, problems: Sequence[Problem]) -> dict[str, int]:
+        """{evaluation set: how many of `problems` are in it}."""
+        return dict(Counter(w for p in problems if (w := self._eval_set_of(p))))
+
     def problems(self, split: str, limit: int | None = None) -> list[Problem]:
-        """The benchmark for "heldout". "train" is refused unless `heldout_only=False`, since
-        training on an evaluation set silently invalidates every number measured on it."""
+        """"heldout": the whole data set. "train": refused for an evaluation set; else the
+        problems that match no known evaluation problem (when `decontaminate`)."""
         check_split(split)
         if split == "train" and self.heldout_only:
             raise TaskError(
-                f"{self.name} is an evaluation set: never train on it "
-                "(pass heldout_only=False only if you really mean to)"
+                f"task.name={self.source} is an evaluation set{self.role_reason}: never train on it; train on "
+                f"{', '.join(TRAINING_SOURCES)} or your own .jsonl/.parquet of training problems and evaluate "
+                "with eval.task=" + (self.source if " " not in self.source else "...")
             )
-        return list(self._problems[:limit] if limit is not None else self._problems)
+        problems = self._problems
+        if split == "train" and self.decontaminate:
+            kept = [p for p in problems if self._eval_set_of(p) is None]
+            dropped = self._known_matches(problems)
+            self.decontaminated, self.decontaminated_from = sum(dropped.values()), dropped
+            if not kept:
+                raise TaskError(f"every problem of {self.source} matches an evaluation problem "
+                                f"({', '.join(f'{k} {v}' for k, v in dropped.items())}): nothing left to train on")
+            problems = kept
+        return list(problems[:limit] if limit is not None else problems)
 
     def render_prompt(self, problem: Problem, tokenizer: Any | None = None) -> str:
         """The prompt the model continues: the chat template if the tokenizer has one (so
@@ -255,11 +359,15 @@ class MathTask:
         return content + "\n"
 
     def extract_prediction(self, response: str) -> str | None:
-        """The model's answer: the forced-answer box if its closing brace was eaten (a stop
-        string of "}" drops it), else the last `\\boxed{}`, else the last number."""
+        """The model's answer. After a forced-answer cue: what the cue's box holds, up to its
+        closing brace, or all of it when the brace never came (a stop string of "}" drops it;
+        `\\frac{2}{3` is then read as it is): never an earlier box of the reasoning. Else the
+        last `\\boxed{}`, else the last number."""
         _, cue, tail = response.rpartition(ANSWER_CUE)
-        if cue and "}" not in tail and tail.strip():
-            return tail.strip()
+        if cue:
+            end = matching_brace("{" + tail, 0)  # the cue opened the box
+            forced = (tail if end is None else tail[: end - 1]).strip()
+            return forced or None
         boxed = extract_boxed(response)
         if boxed is not None:
             return boxed
@@ -290,9 +398,9 @@ class MathTask:
 
 
 def parse_trace(response: str) -> Trace:
-    """Free-text reasoning, line by line: answer (has \\boxed) > verify (check words after
-    the answer) > reflection (wait / but / hmm ...) > text. `ok` stays None: free text
-    cannot be judged line by line."""
+    """Free-text reasoning, line by line: answer (has \\boxed) > verify (a line that opens with
+    a check word, or check words after the answer) > reflection (wait / but / hmm ...) > text.
+    `ok` stays None: free text cannot be judged line by line."""
     steps: list[TraceStep] = []
     answered = False
     for line in (ln.strip() for ln in response.splitlines()):
@@ -300,7 +408,7 @@ def parse_trace(response: str) -> Trace:
             continue
         if "\\boxed" in line or "\\fbox" in line:
             kind, answered = "answer", True
-        elif answered and _VERIFY_RE.search(line):
+        elif _VERIFY_RE.match(line) or (answered and _VERIFY_RE.search(line)):
             kind = "verify"
         elif REFLECTION_RE.search(line):
             kind = "reflection"
@@ -311,5 +419,6 @@ def parse_trace(response: str) -> Trace:
 
 
 def _short_name(hub_id: str) -> str:
-    """The BENCHMARKS key for a known hub id ("" if unknown), so "openai/gsm8k" gets its config."""
-    return next((k for k, v in BENCHMARKS.items() if v[0].lower() == hub_id.lower()), "")
+    """The SOURCES key for a known hub id ("" if unknown), so "openai/gsm8k" gets its config.
+    A hub id with two splits in SOURCES (openai/gsm8k) resolves to its evaluation set."""
+    return next((k for k, v in SOURCES.items() if v.hub_id.lower() == hub_id.lower()), "")
