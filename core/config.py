@@ -45,10 +45,10 @@ class TaskConfig:
     decontaminate: bool = _f(True, "drop training problems whose normalised text matches a known evaluation problem")
     num_count: int = _f(8, "pairsum: numbers in each list (C(n,2) candidate pairs)")
     max_value: int = _f(30, "pairsum: numbers are drawn from 1..max_value")
-    x_max: int = _f(15, "minimath: linear problems' x lies in 1..x_max (about log2(x_max) trials)")
-    coef_max: int = _f(9, "minimath: a x + b = c with a in 2..coef_max, b in 1..3*coef_max")
+    x_max: int = _f(30, "minimath: linear problems' x lies in 1..x_max (about log2(x_max) trials)")
+    coef_max: int = _f(12, "minimath: a x + b = c with a in 2..coef_max, b in 1..9")
     fraction_share: float = _f(0.25, "minimath: share of 'write a/b in lowest terms' problems")
-    heldout_frac: float = _f(0.1, "pairsum, minimath: share of the problem space kept for evaluation")
+    heldout_frac: float = _f(0.0, "pairsum, minimath: share of the problem space kept for evaluation (0 = the task's: pairsum 0.1, minimath 0.2)")
     sorted_numbers: bool = _f(True, "pairsum: show each list sorted (the teacher's two-pointer moves need it)")
     seed: int = _f(0, "seed of the problem generator")
 
@@ -58,7 +58,7 @@ class TaskConfig:
             self.max_value >= 2 * self.num_count,
             f"task.max_value must be >= 2 * task.num_count = {2 * self.num_count}",
         )
-        _check(0 < self.heldout_frac < 1, "task.heldout_frac must be in (0, 1)")
+        _check(0 <= self.heldout_frac < 1, "task.heldout_frac must be in [0, 1) (0 = the task's default)")
         _check(self.x_max >= 4, f"task.x_max must be >= 4 (got {self.x_max})")
         _check(self.coef_max >= 2, f"task.coef_max must be >= 2 (got {self.coef_max})")
         _check(0 <= self.fraction_share <= 1, f"task.fraction_share must be in [0, 1] (got {self.fraction_share})")

@@ -33,7 +33,7 @@ def test_problems_are_distinct_disjoint_and_fixed() -> None:
     linear, fractions = all_problems(MiniMathSpec())
     assert len(train) + len(heldout) == len(linear) + len(fractions)
     assert not {p.id for p in train} & {p.id for p in heldout}
-    assert 0.05 < len(heldout) / (len(train) + len(heldout)) < 0.15
+    assert 0.15 < len(heldout) / (len(train) + len(heldout)) < 0.25
     assert task.problems("heldout", 50) == MiniMathTask().problems("heldout", 50)
     assert task.problems("train", 20) == task.problems("train", 200)[:20]  # more never reorders
     assert {p.meta["family"] for p in train[:200]} == {"linear", "fraction"}
@@ -53,7 +53,7 @@ def test_teacher_traces_are_right_by_math_verify(pool: VerifierPool) -> None:
     the traces box \\frac{p}{q}, so math-verify's equivalence does the scoring."""
     task = MiniMathTask(verifier=pool)
     problems = task.problems("train", 300)
-    traces = list(synthesize(problems, "t1", 0.85, 0.3, 0, 15))
+    traces = list(synthesize(problems, "t1", 0.85, 0.3, 0, 20))
     verdicts = task.check(problems, [t["response"] for t in traces])
     assert all(v.correct for v in verdicts), [t["response"] for t, v in zip(traces, verdicts) if not v.correct][:1]
     fractions = [(p, t) for p, t in zip(problems, traces) if p.meta["family"] == "fraction"]
@@ -68,7 +68,7 @@ def test_slip_is_checked_and_reflected() -> None:
     task = MiniMathTask()
     problems = [p for p in task.problems("train", 400) if p.meta["family"] == "linear"]
     slipped = next(t for p in problems
-                   if (t := synthesize_trace(p, random.Random(p.id), "t1", 0.9, 1.0, 15))["num_slips"])
+                   if (t := synthesize_trace(p, random.Random(p.id), "t1", 0.9, 1.0, 20))["num_slips"])
     lines = slipped["response"].splitlines()
     no = next(i for i, line in enumerate(lines) if line.endswith("No."))
     assert lines[no - 1].endswith("correct.") and lines[no + 1].startswith("Wait,")
@@ -80,7 +80,7 @@ def test_slip_is_checked_and_reflected() -> None:
 def test_plain_style_goes_straight_to_the_answer() -> None:
     task = MiniMathTask()
     for p in task.problems("train", 50):
-        t = synthesize_trace(p, random.Random(0), "plain", 0.85, 0.15, 15)
+        t = synthesize_trace(p, random.Random(0), "plain", 0.85, 0.15, 20)
         assert t["num_failed"] == 0
 
 

@@ -71,7 +71,7 @@ def test_programmatic_traces_are_never_penalised() -> None:
     assert _flagged(traces, "pairsum") == []
     mini = make_task(TaskConfig(name="minimath"))
     traces = [t["response"] for t in
-              minimath_synth.synthesize(mini.problems("train", 3000), "t1", 0.85, 0.15, 0, 50)]
+              minimath_synth.synthesize(mini.problems("train", 3000), "t1", 0.85, 0.15, 0, 20)]
     assert _flagged(traces, "minimath") == []
 
 
@@ -87,7 +87,7 @@ def test_adversarial_output_is_still_penalised() -> None:
     codepoints = "".join(chr(rng.randrange(0x400, 0x3000)) for _ in range(200))
     for text in (soup, codepoints, "we say hеllo to everyone"):  # the last: a Cyrillic е in a Latin word
         assert is_garbled(text), text[:40]
-    line = "Try $x = 12$: $7 \\cdot 12 + 5 = 89 < 96$, too small."  # 52 characters
+    line = "Try $x = 12$: $7 \\cdot 12 = 84 < 91$, too small."  # 47 characters
     for task in ("pairsum", "minimath"):
         assert is_repetitive("\n".join([line] * 20), *repeat_rule(task))
     long_line = "So the sum of the first ten terms is the same as before, and we add the next one."

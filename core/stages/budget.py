@@ -21,6 +21,7 @@ from core.stages.common import (
     Context,
     check_backends,
     check_model,
+    check_same_task,
     check_task,
     latest_sft_checkpoint,
     require_trained,
@@ -78,6 +79,7 @@ def checkpoints_to_sweep(model: str, spec: str, runs_dir: str | Path = "runs") -
 def preflight(job: BudgetJob, runs_dir: Path | str) -> None:
     check_backends(job.budget.sampling)
     require_trained(job.model.name, "budget")
+    check_same_task(job.model.name, job.task, runs_dir, "model.name")
     for ck in checkpoints_to_sweep(job.model.name, job.budget.checkpoints, runs_dir):
         check_model(ck.path, runs_dir)
     if job.budget.mode == "summarizer":

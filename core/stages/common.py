@@ -16,7 +16,15 @@ from core.config import ConfigError, SamplingConfig, TaskConfig
 from core.models import EMBEDDED, ModelLoadError, check_reachable, check_weights, resolve_source
 from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
-from core.store import Run, StoreError, find_runs, new_run, resolve_checkpoint
+from core.store import (
+    Run,
+    StoreError,
+    find_runs,
+    is_run_dir,
+    new_run,
+    resolve_checkpoint,
+    resolve_path,
+)
 from core.tasks import GENERATED, TaskError, make_task, task_problems, train_pool
 from core.types import Say
 
@@ -60,6 +68,28 @@ def check_task(cfg: TaskConfig, split: str | None = None, limit: int = 0) -> Non
         train_pool(task)
     elif split is not None:
         task_problems(task, split, limit)
+
+
+def trained_on(model: str, runs_dir: Path | str) -> str | None:
+    """The task.name of the lab run a model comes from (a run, or a checkpoint inside one), or
+    None for anything else (a hub id, a folder made elsewhere)."""
+    path = resolve_path(model, runs_dir)
+    if path is None:
+        return None
+    for folder in (path, *path.resolve().parents):
+        if is_run_dir(folder):
+            return Run(folder).setting("task.name")
+    return None
+
+
+def check_same_task(model: str, cfg: TaskConfig, runs_dir: Path | str, option: str) -> None:
+    """A model the lab trained on an embedded task, used on another task (or a model of another
+    task used on an embedded one): refused, since its tokenizer, prompts and answers are that
+    task's. The usual slip: `lab rl rl.init=<minimath SFT run>` without `--preset minimath`."""
+    trained = trained_on(model, runs_dir)
+    if trained and trained != cfg.name and (trained in GENERATED or cfg.name in GENERATED):
+        raise TaskError(f"{option}={model} was trained on task {trained}, but task.name={cfg.name}: "
+                        f"pass task.name={trained} (or the preset that made it, e.g. --preset {trained})")
 
 
 def require_trained(model_name: str, command: str) -> None:

@@ -19,6 +19,7 @@ from core.stages.common import (
     Context,
     check_backends,
     check_model,
+    check_same_task,
     check_task,
     latest_sft_checkpoint,
     newest_loadable,
@@ -30,7 +31,9 @@ from core.tasks.math import MathTask
 
 def preflight(job: RLJob, runs_dir: Path | str) -> None:
     check_backends(job.rl.sampling, job.eval.sampling)
-    check_model(start_policy(job, runs_dir), runs_dir)
+    init = start_policy(job, runs_dir)
+    check_model(init, runs_dir)
+    check_same_task(init, job.task, runs_dir, "rl.init")
     check_task(job.task, "train")  # an evaluation set is refused here, before any run folder
     check_task(eval_task_config(job.task, job.eval.task), job.eval.split, job.eval.num_problems)
 

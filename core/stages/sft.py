@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.config import SFTJob, SynthJob
+from core.config import EvalConfig, SFTJob, SynthJob
 from core.models import apply_lora, count_parameters, load_model, save_policy
 from core.sft import build_examples, trace_problem, train_sft
 from core.stages import synth
-from core.stages.common import Context, check_backends, check_model, check_task, newest_loadable
+from core.stages.common import (
+    Context,
+    Say,
+    check_backends,
+    check_model,
+    check_task,
+    newest_loadable,
+)
 from core.stages.eval import evaluate_model
 from core.store import Run, StoreError, open_run, read_jsonl, resolve_path
-from core.tasks import GENERATED, TaskError, eval_task_config, make_task
+from core.tasks import GENERATED, Task, TaskError, eval_task_config, make_task, task_problems
+from core.tasks.decontam import eval_set_of, question_key
 from core.tensor_state import load_tree, save_tree
 
 
@@ -41,10 +50,14 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
     newest checkpoint that loads (exactly as if it had not stopped), or from the start."""
     t0, say = time.time(), ctx.say
     task = make_task(job.task)
+    ev_cfg = eval_task_config(job.task, job.eval.task)
+    ev_task = task if ev_cfg == job.task else make_task(ev_cfg)
     if job.sft.data:
         traces, where = load_traces(job.sft.data, ctx.runs_dir)
         say(f"loaded {len(traces)} traces from {where}")
         synth_out: dict = {}
+        if job.task.decontaminate and job.task.name not in GENERATED:
+            traces, synth_out = decontaminated(traces, ev_task, job.eval, say)
     else:
         synth_out = synth.run(SynthJob(job.task, job.synth), run, ctx)
         traces = run.traces()
@@ -79,14 +92,27 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
     save_policy(model, tok, final)
     run.mark_checkpoint_complete(final)
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
-    ev_cfg = eval_task_config(job.task, job.eval.task)
-    ev_task = task if ev_cfg == job.task else make_task(ev_cfg)
     summary = evaluate_model(model, tok, ev_task, job.eval, run, "heldout", say, ctx.progress)
     synth_out = {("synth/time_s" if k == "time_s" else k): v for k, v in synth_out.items()}
     out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
            "checkpoint": str(final), **summary, "eval/task": ev_task.name, "time_s": time.time() - t0}
     run.log_metrics({"step": last["step"], **summary})
     return out
+
+
+def decontaminated(traces: list[dict], ev_task: Task, cfg: EvalConfig, say: Say) -> tuple[list[dict], dict]:
+    """The traces whose question matches no known evaluation problem nor one of the run's own
+    evaluation set, and the count dropped per set."""
+    own = {question_key(p.question): ev_task.name for p in task_problems(ev_task, cfg.split, cfg.num_problems)}
+    where = [eval_set_of(str(t.get("question", "")), own) for t in traces]
+    dropped = Counter(w for w in where if w)
+    if dropped:
+        say(f"decontamination: dropped {sum(dropped.values())} traces whose question is an evaluation problem "
+            f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
+    kept = [t for t, w in zip(traces, where) if w is None]
+    if not kept:
+        raise TaskError("every SFT trace's question is an evaluation problem: nothing left to train on")
+    return kept, {"data/decontaminated": sum(dropped.values())}
 
 
 def fresh_model(job: SFTJob) -> tuple[Any, Any]:

@@ -10,6 +10,7 @@ is done and `lab sft` never sees them.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -50,6 +51,10 @@ def run(job: SynthJob, run: Run, ctx: Context) -> dict:
     t0, say = time.time(), ctx.say
     task = make_task(job.task)
     problems = task_problems(task, "train", job.synth.num_problems)
+    if (copies := -(-job.synth.num_problems // len(problems))) > 1:  # a small problem space
+        say(f"the training split has {len(problems)} problems: up to {copies} traces each, each its own search")
+        problems = [p if k == 0 else replace(p, id=f"{p.id}#{k}") for k in range(copies)
+                    for p in problems][: job.synth.num_problems]
     s = job.synth
     say(f"synthesizing {len(problems)} {s.style} traces (guided_prob={s.guided_prob}, slip_prob={s.slip_prob})")
     if ctx.resume and (torn := run.repair_jsonl(run.traces_path)):

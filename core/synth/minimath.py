@@ -27,12 +27,14 @@ from core.tasks.minimath import (
     DIVISORS,
     LOWEST_LINE,
     NOT_DIVIDE_LINE,
+    REDUCE_LINE,
     SLIP_CHECK_LINE,
     TOO_LARGE,
     TOO_SMALL,
     TRY_LINE,
     WAIT_LINE,
     boxed_answer,
+    linear_line,
 )
 from core.types import Problem
 
@@ -40,10 +42,8 @@ from core.types import Problem
 def linear_lines(problem: Problem, rng: random.Random, x_max: int, guided_prob: float,
                  slip_prob: float, plain: bool) -> tuple[list[str], int, int, int]:
     """(lines, trials, failed trials, slips) of one linear problem."""
-    m = problem.meta
-    a, b, c = m["a"], m["b"], m["c"]
     x = int(problem.answer)
-    lines: list[str] = []
+    lines = [linear_line(REDUCE_LINE, problem, x)]
     lo, hi = 1, max(x_max, x)
     trials = failed = slips = 0
     tried: set[int] = set()
@@ -51,22 +51,20 @@ def linear_lines(problem: Problem, rng: random.Random, x_max: int, guided_prob: 
     while True:
         trials += 1
         tried.add(v)
-        product, value = a * v, a * v + b
-        common = {"a": a, "b": b, "c": c, "x": v, "product": product, "value": value, "diff": c - b}
-        if value == c:
-            lines.append(CLAIM_LINE.format(**common))
-            lines.append(CHECK_LINE.format(**common))
+        if v == x:
+            lines.append(linear_line(CLAIM_LINE, problem, v))
+            lines.append(linear_line(CHECK_LINE, problem, v))
             return lines, trials, failed, slips
         failed += 1
-        rel, verdict = ("<", TOO_SMALL) if value < c else (">", TOO_LARGE)
+        rel, verdict = ("<", TOO_SMALL) if v < x else (">", TOO_LARGE)  # a > 0: the value grows with x
         if abs(v - x) == 1 and rng.random() < slip_prob:
-            slips += 1  # claimed right, caught by the check (which goes the other way round)
-            lines.append(CLAIM_LINE.format(**common))
-            lines.append(SLIP_CHECK_LINE.format(**common))
-            lines.append(WAIT_LINE.format(rel=rel, verdict=verdict, **common))
+            slips += 1  # a misread comparison claimed right, caught by the check (which adds b back)
+            lines.append(linear_line(CLAIM_LINE, problem, v))
+            lines.append(linear_line(SLIP_CHECK_LINE, problem, v))
+            lines.append(linear_line(WAIT_LINE, problem, v, rel, verdict))
         else:
-            lines.append(TRY_LINE.format(rel=rel, verdict=verdict, **common))
-        if value < c:
+            lines.append(linear_line(TRY_LINE, problem, v, rel, verdict))
+        if v < x:
             lo = max(lo, v + 1)
         else:
             hi = min(hi, v - 1)

@@ -21,10 +21,10 @@ __all__ = ["Task", "TaskError", "eval_task_config", "make_task", "train_pool", "
 def make_task(cfg: TaskConfig) -> Task:
     """The embedded task or a math data set (short name, hub id or .jsonl/.parquet path)."""
     if cfg.name == "pairsum":
-        spec = pairsum.PairSumSpec(cfg.num_count, cfg.max_value, cfg.heldout_frac, cfg.sorted_numbers)
+        spec = pairsum.PairSumSpec(cfg.num_count, cfg.max_value, cfg.heldout_frac or 0.1, cfg.sorted_numbers)
         return pairsum.PairSumTask(spec, seed=cfg.seed)
     if cfg.name == minimath.NAME:
-        mspec = minimath.MiniMathSpec(cfg.x_max, cfg.coef_max, cfg.fraction_share, cfg.heldout_frac)
+        mspec = minimath.MiniMathSpec(cfg.x_max, cfg.coef_max, cfg.fraction_share, cfg.heldout_frac or 0.2)
         return minimath.MiniMathTask(mspec, seed=cfg.seed)
     # loads its data set here: a bad source fails now
     return math_task.MathTask(cfg.name, eval_only=cfg.eval_only, decontaminate=cfg.decontaminate)

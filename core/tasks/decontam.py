@@ -45,6 +45,13 @@ def known_eval_keys() -> dict[str, str]:
     return {key: name for name, keys in data.items() for key in keys}
 
 
+def eval_set_of(question: str, extra: dict[str, str] | None = None) -> str | None:
+    """The evaluation set a question belongs to (`extra`: more question keys -> set name, the
+    run's own evaluation set), or None."""
+    key = question_key(question)
+    return (extra or {}).get(key) or known_eval_keys().get(key)
+
+
 def build_index(files: Iterable[str]) -> dict[str, list[str]]:
     """{set name (file stem): sorted keys} from benchmark JSONL files ("problem" or "question")."""
     out: dict[str, list[str]] = {}

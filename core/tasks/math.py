@@ -24,7 +24,7 @@ from typing import Any
 from core import hub
 from core.answers import VerifierPool, extract_boxed, matching_brace, verify_answers
 from core.tasks.base import TaskError, check_split
-from core.tasks.decontam import known_eval_keys, question_key
+from core.tasks.decontam import eval_set_of, question_key
 from core.types import Problem, Trace, TraceStep, Verdict
 
 
@@ -320,8 +320,7 @@ class MathTask:
 
     def _eval_set_of(self, problem: Problem) -> str | None:
         """The evaluation set a problem belongs to, if any."""
-        key = question_key(problem.question)
-        return self._extra_eval.get(key) or known_eval_keys().get(key)
+        return eval_set_of(problem.question, self._extra_eval)
 
     def _known_matches(self, problems: Sequence[Problem]) -> dict[str, int]:
         """{evaluation set: how many of `problems` are in it}."""

@@ -1,18 +1,20 @@
 """The embedded math task: small algebra problems served through exactly the MATH500 path.
 
-    prompt    Find the integer $x$ with $3x + 17 = 53$.  (+ MathTask's "reason step by step,
+    prompt    Find the integer $x$ with $3x + 7 = 43$.  (+ MathTask's "reason step by step,
               put your final answer within \\boxed{}" template)
-    response  Try $x = 8$: $3 \\cdot 8 = 24$ and $24 + 17 = 41 < 53$, too small.
-              Try $x = 13$: $3 \\cdot 13 = 39$ and $39 + 17 = 56 > 53$, too large.
-              Try $x = 12$: $3 \\cdot 12 = 36$ and $36 + 17 = 53$, correct.
-              Check: $53 - 17 = 36$ and $36 = 3 \\cdot 12$. Yes.
+    response  We need $3x = 43 - 7 = 36$.
+              Try $x = 15$: $3 \\cdot 15 = 45 > 36$, too large.
+              Try $x = 7$: $3 \\cdot 7 = 21 < 36$, too small.
+              Try $x = 12$: $3 \\cdot 12 = 36 = 36$, correct.
+              Check: $3 \\cdot 12 + 7 = 36 + 7 = 43$. Yes.
               The answer is $\\boxed{12}$.
 
 Two families:
 - **linear**: find the integer x with a x + b = c. Trial and error pays: a reasoner tries
   values, reads "too small / too large" and narrows the range, so more tokens mean more trials
-  and a better chance of the answer. Each trial writes its product and its sum apart: one
-  multiplication-table fact and one addition, what a model of a million parameters can learn.
+  and a better chance of the answer. The reasoner first moves b (one digit) across, then each
+  trial is one multiplication fact and a comparison, small steps a model of a million
+  parameters learns in minutes (other layouts of the same arithmetic: docs/perf_log.md).
 - **fraction**: write a/b in lowest terms by trying divisors 2, 3, 5, 7. The gold answer is
   stored as "p/q" while traces box `\\frac{p}{q}`, so math-verify's equivalence is what scores.
 
@@ -21,8 +23,9 @@ pool, the `\\boxed{` forced-answer cue, free-text trace parsing) is `MathTask`'s
 
 The line templates live here, next to the problems, because three readers share them: the
 programmatic teacher (core.synth.minimath), the tokenizer's training text (core.models) and
-the tests. The problem space is small and enumerated (3,240 linear and 244 fraction problems at
-the defaults); a problem is held out iff a hash of its id falls below `heldout_frac` (as in
+the tests. The problem space is enumerated (2,970 linear and 244 fraction problems at the
+defaults; `lab synth` writes several traces per problem when asked for more, each its own
+search); a problem is held out iff a hash of its id falls below `heldout_frac` (as in
 pairsum), so train and held-out never overlap.
 """
 
@@ -46,11 +49,12 @@ DIVISORS = (2, 3, 5, 7)
 # The teacher's lines (format with str.format); see core.synth.minimath for the search.
 LINEAR_QUESTION = "Find the integer $x$ with ${a}x + {b} = {c}$."
 FRACTION_QUESTION = "Write $\\frac{{{num}}}{{{den}}}$ in lowest terms."
-TRY_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {product}$ and ${product} + {b} = {value} {rel} {c}$, {verdict}."
-CLAIM_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {product}$ and ${product} + {b} = {c}$, correct."
-CHECK_LINE = "Check: ${c} - {b} = {diff}$ and ${diff} = {a} \\cdot {x}$. Yes."
-SLIP_CHECK_LINE = "Check: ${c} - {b} = {diff}$ but ${a} \\cdot {x} = {product}$. No."
-WAIT_LINE = "Wait, ${product} + {b} = {value} {rel} {c}$, so $x = {x}$ is {verdict}."
+REDUCE_LINE = "We need ${a}x = {c} - {b} = {target}$."
+TRY_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {product} {rel} {target}$, {verdict}."
+CLAIM_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {product} = {target}$, correct."
+CHECK_LINE = "Check: ${a} \\cdot {x} + {b} = {product} + {b} = {value}$. Yes."
+SLIP_CHECK_LINE = "Check: ${a} \\cdot {x} + {b} = {product} + {b} = {value}$, not {c}. No."
+WAIT_LINE = "Wait, ${product} {rel} {target}$, so $x = {x}$ is {verdict}."
 DIVIDE_LINE = "Try {d}: ${num} = {d} \\cdot {num_q}$ and ${den} = {d} \\cdot {den_q}$, so $\\frac{{{num_q}}}{{{den_q}}}$."
 NOT_DIVIDE_LINE = "Try {d}: ${n}$ is not a multiple of {d}."
 LOWEST_LINE = "Check: {num} and {den} have no common factor. Yes."
@@ -64,10 +68,10 @@ MULTIPLIERS = (2, 3, 4, 5, 6, 8, 9, 10, 12, 15)
 class MiniMathSpec:
     """Difficulty knobs (the task.* fields of the same names)."""
 
-    x_max: int = 15  # linear: x in 1..x_max (binary search: about log2(x_max) trials)
-    coef_max: int = 9  # linear: a in 2..coef_max, b in 1..3 * coef_max
+    x_max: int = 30  # linear: x in 1..x_max (binary search: about log2(x_max) trials)
+    coef_max: int = 12  # linear: a in 2..coef_max, b in 1..9
     fraction_share: float = 0.25  # share of fraction problems (until they run out)
-    heldout_frac: float = 0.1
+    heldout_frac: float = 0.2
 
     def validate(self) -> None:
         if self.x_max < 4:
@@ -108,8 +112,8 @@ def fraction_problem(num: int, den: int) -> Problem:
 def all_problems(spec: MiniMathSpec) -> tuple[list[Problem], list[Problem]]:
     """The whole problem space: (linear, fraction) problems. A linear problem is one (a, b, c):
     its x is then unique."""
-    linear = [linear_problem(a, b, x) for a in range(2, spec.coef_max + 1)
-              for b in range(1, 3 * spec.coef_max + 1) for x in range(1, spec.x_max + 1)]
+    linear = [linear_problem(a, b, x) for a in range(2, spec.coef_max + 1) for b in range(1, 10)
+              for x in range(1, spec.x_max + 1)]
     fractions = {(k * p, k * q) for q in range(2, 10) for p in range(1, q) if math.gcd(p, q) == 1
                  for k in MULTIPLIERS if k * q <= 90}
     return linear, [fraction_problem(n, d) for n, d in sorted(fractions)]
@@ -164,21 +168,15 @@ def tokenizer_corpus(seed: int = 0) -> list[str]:
     rng = random.Random(f"tokenizer-{seed}")
     linear, fractions = all_problems(MiniMathSpec())
     lines: list[str] = []
-    for p in rng.sample(linear, 1500) + fractions:
+    for p in rng.sample(linear, min(1500, len(linear))) + fractions:
         lines.append(prompt_of(p))
         m: dict[str, Any] = dict(p.meta)
         if m["family"] == "linear":
             x = int(p.answer)
-            v = x + 1
-            common = {"a": m["a"], "b": m["b"], "c": m["c"], "product": m["a"] * v, "value": m["a"] * v + m["b"]}
-            lines += [
-                TRY_LINE.format(x=v, rel=">", verdict=TOO_LARGE, **common),
-                TRY_LINE.format(x=v, rel="<", verdict=TOO_SMALL, **common),
-                CLAIM_LINE.format(x=x, **{**common, "product": m["a"] * x}),
-                CHECK_LINE.format(x=x, diff=m["c"] - m["b"], **common),
-                SLIP_CHECK_LINE.format(x=v, diff=m["c"] - m["b"], **common),
-                WAIT_LINE.format(x=v, rel=">", verdict=TOO_LARGE, **common),
-            ]
+            lines += [linear_line(template, p, v, rel, verdict) for template, v, rel, verdict in
+                      ((REDUCE_LINE, x, "", ""), (TRY_LINE, x + 1, ">", TOO_LARGE),
+                       (TRY_LINE, max(x - 1, 1), "<", TOO_SMALL), (CLAIM_LINE, x, "", ""),
+                       (CHECK_LINE, x, "", ""), (SLIP_CHECK_LINE, x + 1, "", ""), (WAIT_LINE, x + 1, ">", TOO_LARGE))]
         else:
             lines += [
                 DIVIDE_LINE.format(d=2, num=m["num"], den=m["den"], num_q=m["num"] // 2, den_q=m["den"] // 2),
@@ -187,6 +185,14 @@ def tokenizer_corpus(seed: int = 0) -> list[str]:
             ]
         lines.append(ANSWER_LINE.format(answer=boxed_answer(p)))
     return lines
+
+
+def linear_line(template: str, problem: Problem, x: int, rel: str = "", verdict: str = "") -> str:
+    """One line of a linear problem's trace for a trial value `x`."""
+    m = problem.meta
+    a, b, c = m["a"], m["b"], m["c"]
+    return template.format(a=a, b=b, c=c, x=x, product=a * x, value=a * x + b, target=c - b, rel=rel,
+                           verdict=verdict)
 
 
 def boxed_answer(problem: Problem) -> str:

@@ -1,6 +1,7 @@
 """Cost of a budget sweep against one generation at the largest budget.
 
     python -m lab.bench.budget_sweep [--model PATH|RUN] [--problems 500] [--repeats 5]
+        [--task pairsum|minimath] [--budgets 16,32,...] [--max-new-tokens N]
 
 Times, in one process on the same prompts and seed, interleaved `--repeats` times (median):
   * `generate`: one plain generation at the largest budget (the unit), timed just before and
@@ -32,16 +33,16 @@ from core.config import BudgetConfig, TaskConfig
 from core.sampling.hf import HFSampler
 from core.sampling.protocol import derive_seed
 from core.sampling.text import encode_prompts
-from core.tasks.pairsum import PairSumTask
+from core.tasks import make_task
 from lab.bench import pick_model
 
 
-def _model(name: str | None, runs_dir: str) -> tuple[object, object, str]:
+def _model(name: str | None, runs_dir: str, task: str) -> tuple[object, object, str]:
     from core.models import build_tiny_model, load_policy
 
     path = pick_model(name, runs_dir)
     if path is None:
-        model, tok = build_tiny_model()
+        model, tok = build_tiny_model(task=task)
         return model, tok, "random embedded model"
     model, tok = load_policy(path)
     return model, tok, path
@@ -61,15 +62,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--problems", type=int, default=500)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--task", default="pairsum", help="pairsum or minimath (the MATH500 code path)")
+    p.add_argument("--budgets", help="comma-separated budgets (default: the budget section's)")
     args = p.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    model, tok, label = _model(args.model, args.runs_dir)
-    task = PairSumTask(TaskConfig())
+    model, tok, label = _model(args.model, args.runs_dir, args.task)
+    task = make_task(TaskConfig(name=args.task))
     problems = task.problems("heldout", args.problems)
     cfg = BudgetConfig(num_problems=args.problems)
+    if args.budgets:
+        budgets = tuple(int(b) for b in args.budgets.split(","))
+        cfg = replace(cfg, budgets=budgets, sampling=replace(cfg.sampling, max_new_tokens=max(budgets)))
     sampler = HFSampler(model, tok)
     prompts = encode_prompts(tok, [task.render_prompt(q) for q in problems])
     top = max(cfg.budgets)
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             sweep_curve(task, problems, generate_sweep(sampler, task, problems, one, fork=False),
                         one, "naive", tok)
 
-    print(f"model: {label}; {len(problems)} problems; budgets {list(cfg.budgets)}; "
+    print(f"task {task.name}; model: {label}; {len(problems)} problems; budgets {list(cfg.budgets)}; "
           f"{args.threads} threads; {args.repeats} interleaved repeats")
     generate()  # warm-up
     # interleaved, so that load from other processes hits all three alike; each sweep is set
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
           f"naive (regenerate per budget) {naive_ratio:.2f}x")
     print(json.dumps({"generate_s": t_gen, "sweep_s": t_sweep, "naive_s": t_naive,
                       "ratio": ratio, "naive_ratio": naive_ratio, "cpu_ratio": cpu_ratio,
-                      "budgets": list(cfg.budgets), "problems": len(problems), "model": label}))
+                      "budgets": list(cfg.budgets), "problems": len(problems), "model": label,
+                      "task": task.name}))
 
 if __name__ == "__main__":
     main()

@@ -8,11 +8,14 @@
 # 2. prints the GPU (nvidia-smi -L) and the torch / transformers / peft / trl versions;
 # 3. runs the GPU tests: python3 -m pytest -q -m gpu tests/test_gpu.py  -> $OUT/gpu_tests.log
 # 4. the direct decoder against the model's forward on the GPU (lab.bench.decoder) -> $OUT/decoder.log
-# 5. if trl and datasets import: python3 -m lab.bench.rl_step --device cuda --random-init --steps 3
+# 5. the math path (lab.bench.math_path): a random model with Qwen2.5-0.5B's architecture and
+#    vocabulary size, SFT -> RL -> budget sweep on task.name=minimath (the MATH500 code path),
+#    seconds, peak GPU memory and tokens/s per phase -> $OUT/math_path.log
+# 6. if trl and datasets import: python3 -m lab.bench.rl_step --device cuda --random-init --steps 3
 #    (ours vs TRL on the GPU)  -> $OUT/rl_step.log
 #
 # Every step runs under `timeout` and the whole script ends within TOTAL_S seconds (default
-# 400 s); a step that fails does not stop the later ones. $OUT/summary.txt
+# 560 s); a step that fails does not stop the later ones. $OUT/summary.txt
 # lists each step's exit status and seconds (124/137: its time ran out).
 
 set -u
@@ -20,7 +23,7 @@ set -o pipefail
 
 OUT=${OUT:-/tmp/gpu_checks_out}
 mkdir -p "$OUT"
-TOTAL_S=${TOTAL_S:-400}
+TOTAL_S=${TOTAL_S:-560}
 START=$(date +%s)
 SITE=/tmp/site
 SUMMARY=$OUT/summary.txt
@@ -123,7 +126,10 @@ step gpu_tests 150 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprov
 # ---------------------------------------------------------------- 4. decoder against the model's forward, on the GPU
 step decoder 90 python3 -m lab.bench.decoder --device cuda --dtype bf16 --repeats 3
 
-# ---------------------------------------------------------------- 5. RL step benchmark on the GPU (ours vs TRL)
+# ---------------------------------------------------------------- 5. the math path at Qwen2.5-0.5B's size
+step math_path 180 python3 -m lab.bench.math_path --device cuda --arch qwen2.5-0.5b --out "$OUT/math_path_runs"
+
+# ---------------------------------------------------------------- 6. RL step benchmark on the GPU (ours vs TRL)
 if python3 -c "import trl, datasets" >"$OUT/trl_import.log" 2>&1; then
   step rl_step 150 python3 -m lab.bench.rl_step --device cuda --random-init --steps 3
 else
