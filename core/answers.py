@@ -223,7 +223,9 @@ class VerifierPool:
 
     def verify(self, golds: Sequence[str], predictions: Sequence[str | None]) -> list[Verdict]:
         """One Verdict per (gold, prediction) pair, in order. Predictions are extracted
-        answers (e.g. the content of `\\boxed{}`); None or blank means "no_answer"."""
+        answers (e.g. the content of `\\boxed{}`); None or blank means "no_answer". A pair
+        that repeats one earlier in the call is scored once (a budget sweep asks the same
+        question for every budget a response fits in)."""
         if len(golds) != len(predictions):
             raise ValueError(f"{len(golds)} golds but {len(predictions)} predictions")
         with self._lock:
@@ -231,10 +233,14 @@ class VerifierPool:
                 raise RuntimeError("VerifierPool is closed")
             results: list[Verdict | None] = [None] * len(golds)
             pending: deque[int] = deque()
+            first: dict[tuple[str, str], int] = {}
+            repeats: list[tuple[int, int]] = []
             for i, pred in enumerate(predictions):
                 if pred is None or not str(pred).strip():
                     results[i] = Verdict(False, pred, "no_answer")
                     self._counts["no_answer"] += 1
+                elif (seen := first.setdefault((str(golds[i]), str(pred)), i)) != i:
+                    repeats.append((i, seen))
                 else:
                     pending.append(i)
             if pending:
@@ -247,6 +253,8 @@ class VerifierPool:
                     for worker in [w for w in self._workers if w.job is not None]:
                         self._replace(worker)
                     raise
+            for i, seen in repeats:
+                results[i] = results[seen]
             return [r for r in results if r is not None]
 
     def close(self) -> None:

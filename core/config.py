@@ -45,8 +45,8 @@ class TaskConfig:
     decontaminate: bool = _f(True, "drop training problems whose normalised text matches a known evaluation problem")
     num_count: int = _f(8, "pairsum: numbers in each list (C(n,2) candidate pairs)")
     max_value: int = _f(30, "pairsum: numbers are drawn from 1..max_value")
-    x_max: int = _f(30, "minimath: linear problems' x lies in 1..x_max (about log2(x_max) trials)")
-    coef_max: int = _f(12, "minimath: a x + b = c with a in 2..coef_max, b in 1..9")
+    x_max: int = _f(20, "minimath: linear problems' x lies in 1..x_max (about log2(x_max) trials)")
+    coef_max: int = _f(9, "minimath: a x + b = c with a in 2..coef_max, b in 1..3*coef_max")
     fraction_share: float = _f(0.25, "minimath: share of 'write a/b in lowest terms' problems")
     heldout_frac: float = _f(0.0, "pairsum, minimath: share of the problem space kept for evaluation (0 = the task's: pairsum 0.1, minimath 0.2)")
     sorted_numbers: bool = _f(True, "pairsum: show each list sorted (the teacher's two-pointer moves need it)")
@@ -299,7 +299,7 @@ def parse_checkpoints(spec: str) -> str | tuple[float, ...]:
 
 @dataclass(frozen=True)
 class RLConfig:
-    init: str = _f("", "policy to start from: an SFT run (folder or id), a checkpoint or a hub id ('' = latest SFT run)")
+    init: str = _f("", "policy to start from: an SFT run (folder or id), a checkpoint or a hub id ('' = model.name if set, else the latest SFT run)")
     steps: int = _f(150, "RL steps (one batch of prompts each); ~5 min on 2 CPU cores for the embedded default")
     prompts_per_step: int = _f(16, "prompts per step (paper: 32)")
     num_generations: int = _f(8, "K: samples per prompt, the oversampling factor (paper: 64)")

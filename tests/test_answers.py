@@ -166,3 +166,12 @@ def test_stats_and_close() -> None:
 def test_verify_answers_convenience() -> None:
     verdicts = verify_answers(["\\frac{1}{2}", "7"], ["0.5", None], timeout_s=2.0, num_workers=1)
     assert [(v.correct, v.status) for v in verdicts] == [(True, "ok"), (False, "no_answer")]
+
+
+def test_repeated_pairs_are_scored_once() -> None:
+    from core.answers import VerifierPool
+
+    with VerifierPool(num_workers=1, timeout_s=5.0) as pool:
+        verdicts = pool.verify(["1/2"] * 4 + ["3"], ["\\frac{1}{2}"] * 3 + ["0.4", "3"])
+        assert [v.correct for v in verdicts] == [True, True, True, False, True]
+        assert pool.stats["ok"] == 3  # \\frac{1}{2} once, 0.4, 3

@@ -273,7 +273,8 @@ def test_budget_on_a_math_task_scores_with_math_verify(tmp_path: Path, tiny_mode
     assert {r["status"] for r in rows} <= {"ok", "no_answer", "parse_error", "timeout"}
 
 
-def test_budget_sweep_benchmark_runs(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("task", ["pairsum", "minimath"])
+def test_budget_sweep_benchmark_runs(tmp_path, capsys, task) -> None:
     """The benchmark end to end on a few problems (no SFT run: the random embedded model)."""
     import json
 
@@ -283,11 +284,13 @@ def test_budget_sweep_benchmark_runs(tmp_path, capsys) -> None:
 
     threads = torch.get_num_threads()
     try:
-        budget_sweep.main(["--problems", "3", "--repeats", "1", "--threads", "1", "--runs-dir", str(tmp_path)])
+        budget_sweep.main(["--problems", "3", "--repeats", "1", "--threads", "1", "--runs-dir", str(tmp_path),
+                           "--task", task, "--budgets", "4,8,16"])
     finally:
         torch.set_num_threads(threads)  # the benchmark sets it for the process
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["model"] == "random embedded model" and out["problems"] == 3
+    assert out["task"] == task and out["budgets"] == [4, 8, 16]
     assert out["ratio"] > 0 and out["naive_ratio"] > 0 and out["cpu_ratio"] > 0
 
 

@@ -207,7 +207,7 @@ def test_a_teacher_that_never_answers_is_an_error_not_an_empty_success(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: connections are refused
-    err = lab_error("synth", "-q", "--runs-dir", str(tmp_path), f"task.name={ROOT / 'tests/data/math500_20.jsonl'}",
+    err = lab_error("synth", "-q", "--runs-dir", str(tmp_path), f"task.name={ROOT / 'tests/data/math500_20.jsonl'}", "task.decontaminate=false",
                     "synth.num_problems=2", f"teacher.models=http://127.0.0.1:{port}/v1#m", "teacher.retries=0",
                     "teacher.timeout_s=2", "teacher.num_attempts=1")
     assert "every problem failed" in err and "--resume" in err

@@ -20,7 +20,7 @@ STATUSES = ("kept", "too_easy", "too_hard", "unverified", "too_long", "duplicate
 
 def job(tiny_model_dir, **extra: str) -> SynthJob:
     return build(SynthJob, cli={
-        "task.name": str(DATA / "math500_20.jsonl"), "synth.num_problems": "5",
+        "task.name": str(DATA / "math500_20.jsonl"), "task.decontaminate": "false", "synth.num_problems": "5",
         "teacher.models": str(tiny_model_dir), "teacher.num_attempts": "3",
         "teacher.sampling.max_new_tokens": "8", "teacher.critique_max_new_tokens": "4",
         "teacher.merge_max_new_tokens": "6", **extra,

@@ -26,6 +26,7 @@ from core.store import (
     resolve_path,
 )
 from core.tasks import GENERATED, TaskError, make_task, task_problems, train_pool
+from core.tasks.math import refuse_training_on
 from core.types import Say
 
 
@@ -63,6 +64,8 @@ def check_task(cfg: TaskConfig, split: str | None = None, limit: int = 0) -> Non
     refused for an evaluation set)."""
     if cfg.name in GENERATED and split is None:
         return
+    if split == "train" and not cfg.eval_only:
+        refuse_training_on(cfg.name)
     task = make_task(cfg)
     if split == "train":
         train_pool(task)
@@ -76,9 +79,9 @@ def trained_on(model: str, runs_dir: Path | str) -> str | None:
     path = resolve_path(model, runs_dir)
     if path is None:
         return None
-    for folder in (path, *path.resolve().parents):
-        if is_run_dir(folder):
-            return Run(folder).setting("task.name")
+    for folder in (path, *path.resolve().parents):  # a checkpoint folder holds a config.json too
+        if is_run_dir(folder) and (task := Run(folder).setting("task.name")):
+            return str(task)
     return None
 
 

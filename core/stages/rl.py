@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from core.config import RLJob
-from core.models import apply_lora, load_model
+from core.config import ConfigError, RLJob
+from core.models import EMBEDDED, apply_lora, load_model
 from core.rl.loop import HeldOut, heldout_eval, load_resume_state, train
 from core.rl.trainer import Trainer
 from core.sampling import make_sampler
@@ -39,8 +39,13 @@ def preflight(job: RLJob, runs_dir: Path | str) -> None:
 
 
 def start_policy(job: RLJob, runs_dir: Path | str) -> str:
-    """rl.init (a run, checkpoint or hub id), or the newest complete SFT run's model."""
-    return resolve_checkpoint(job.rl.init, runs_dir) if job.rl.init else latest_sft_checkpoint(runs_dir)
+    """rl.init (a run, checkpoint or hub id), else model.name when it names one (`lab rl
+    model.name=runs/<sft run>` reads as naturally), else the newest complete SFT run's model."""
+    named = job.model.name if job.model.name != EMBEDDED else ""
+    if job.rl.init and named and job.rl.init != named:
+        raise ConfigError(f"rl.init={job.rl.init} and model.name={named} both name the policy RL starts from: set one")
+    start = job.rl.init or named
+    return resolve_checkpoint(start, runs_dir) if start else latest_sft_checkpoint(runs_dir)
 
 
 def run(job: RLJob, run: Run, ctx: Context) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from core.config import SynthJob
+from core.config import SynthJob, TaskConfig
 from core.stages.common import Context, Say, check_backends, check_model, check_task
 from core.store import Run
 from core.synth import minimath as minimath_synth
@@ -24,9 +24,9 @@ from core.synth.teacher.http import is_http_spec
 from core.synth.teacher.pipeline import run_teacher
 from core.synth.teacher.public import load_public_traces
 from core.synth.teacher.teachers import open_teachers
-from core.tasks import TaskError, make_task, task_problems
+from core.tasks import GENERATED, TaskError, make_task, task_problems
 from core.tasks import minimath as minimath_task
-from core.tasks.math import BENCHMARKS, MathTask
+from core.tasks.math import MathTask, refuse_training_on
 
 
 def preflight(job: SynthJob, runs_dir: Path | str) -> None:
@@ -37,7 +37,7 @@ def preflight(job: SynthJob, runs_dir: Path | str) -> None:
     for spec in (*job.teacher.models, job.teacher.critic):
         if spec and not is_http_spec(spec):
             check_model(spec, runs_dir)
-    check_task(job.task)
+    check_task(job.task, "train" if job.teacher.models else None)
 
 
 def run(job: SynthJob, run: Run, ctx: Context) -> dict:
@@ -103,15 +103,13 @@ class RunSink:
         return self.run.rejected()
 
 
-def training_problems(source: str, limit: int) -> list:
-    """Problems to synthesize for: a local .jsonl or a hub id of TRAINING problems (for
-    example a MATH train split). The evaluation benchmarks by short name are refused."""
-    if source in BENCHMARKS or source == "pairsum":
-        raise TaskError(
-            f"task.name={source} is an evaluation set (or the embedded task): give the teacher "
-            "training problems as a local .jsonl or a hub id (e.g. a MATH train split)"
-        )
-    return MathTask(source, heldout_only=False).problems("train", limit or None)
+def training_problems(cfg: TaskConfig, limit: int) -> list:
+    """Problems to synthesize for: a training set (a local .jsonl/.parquet, a hub id, e.g.
+    math_train), decontaminated. Evaluation sets and the embedded tasks are refused."""
+    if cfg.name in GENERATED:
+        raise TaskError(f"task.name={cfg.name} is an embedded task: its programmatic teacher needs no teacher.models")
+    refuse_training_on(cfg.name)
+    return MathTask(cfg.name, eval_only=cfg.eval_only, decontaminate=cfg.decontaminate).problems("train", limit or None)
 
 
 def run_teacher_synth(job: SynthJob, run: Run, ctx: Context) -> dict:
@@ -123,7 +121,7 @@ def run_teacher_synth(job: SynthJob, run: Run, ctx: Context) -> dict:
         if torn := run.repair_jsonl(path):
             say(f"dropped {torn} torn line(s) from {path} (a crash mid-write); their problems are redone")
     t = job.teacher
-    problems = training_problems(job.task.name, job.synth.num_problems)
+    problems = training_problems(job.task, job.synth.num_problems)
     task = MathTask(job.task.name, heldout_only=False)
     say(f"teacher synthesis on {len(problems)} problems of {job.task.name}: {t.num_attempts} attempts "
         f"each from {', '.join(t.models)}; critic {t.critic or t.models[0]}; keep problems solved "

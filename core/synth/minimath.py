@@ -58,7 +58,7 @@ def linear_lines(problem: Problem, rng: random.Random, x_max: int, guided_prob: 
         failed += 1
         rel, verdict = ("<", TOO_SMALL) if v < x else (">", TOO_LARGE)  # a > 0: the value grows with x
         if abs(v - x) == 1 and rng.random() < slip_prob:
-            slips += 1  # a misread comparison claimed right, caught by the check (which adds b back)
+            slips += 1  # a slip claimed right, caught by the check (which adds b back)
             lines.append(linear_line(CLAIM_LINE, problem, v))
             lines.append(linear_line(SLIP_CHECK_LINE, problem, v))
             lines.append(linear_line(WAIT_LINE, problem, v, rel, verdict))

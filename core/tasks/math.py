@@ -417,6 +417,16 @@ def parse_trace(response: str) -> Trace:
     return Trace(steps=tuple(steps))
 
 
+def refuse_training_on(source: str) -> None:
+    """TaskError for a named evaluation set (short name or its hub id), without loading it:
+    the refusal needs no network."""
+    short = source if source in SOURCES else _short_name(source)
+    if short in BENCHMARKS:
+        raise TaskError(
+            f"task.name={source} is an evaluation set: never train on it; train on {', '.join(TRAINING_SOURCES)} "
+            f"or your own .jsonl/.parquet of training problems and evaluate with eval.task={source}")
+
+
 def _short_name(hub_id: str) -> str:
     """The SOURCES key for a known hub id ("" if unknown), so "openai/gsm8k" gets its config.
     A hub id with two splits in SOURCES (openai/gsm8k) resolves to its evaluation set."""

@@ -3,18 +3,18 @@
     prompt    Find the integer $x$ with $3x + 7 = 43$.  (+ MathTask's "reason step by step,
               put your final answer within \\boxed{}" template)
     response  We need $3x = 43 - 7 = 36$.
+              Try $x = 10$: $3 \\cdot 10 = 30 < 36$, too small.
               Try $x = 15$: $3 \\cdot 15 = 45 > 36$, too large.
-              Try $x = 7$: $3 \\cdot 7 = 21 < 36$, too small.
-              Try $x = 12$: $3 \\cdot 12 = 36 = 36$, correct.
+              Try $x = 12$: $3 \\cdot 12 = 36$, correct.
               Check: $3 \\cdot 12 + 7 = 36 + 7 = 43$. Yes.
               The answer is $\\boxed{12}$.
 
 Two families:
 - **linear**: find the integer x with a x + b = c. Trial and error pays: a reasoner tries
   values, reads "too small / too large" and narrows the range, so more tokens mean more trials
-  and a better chance of the answer. The reasoner first moves b (one digit) across, then each
-  trial is one multiplication fact and a comparison, small steps a model of a million
-  parameters learns in minutes (other layouts of the same arithmetic: docs/perf_log.md).
+  and a better chance of the answer. The reasoner first moves b across (one subtraction), then
+  each trial is one multiplication fact and a comparison: of the layouts tried, the one a model
+  of a million parameters learns best in minutes (docs/perf_log.md).
 - **fraction**: write a/b in lowest terms by trying divisors 2, 3, 5, 7. The gold answer is
   stored as "p/q" while traces box `\\frac{p}{q}`, so math-verify's equivalence is what scores.
 
@@ -23,7 +23,7 @@ pool, the `\\boxed{` forced-answer cue, free-text trace parsing) is `MathTask`'s
 
 The line templates live here, next to the problems, because three readers share them: the
 programmatic teacher (core.synth.minimath), the tokenizer's training text (core.models) and
-the tests. The problem space is enumerated (2,970 linear and 244 fraction problems at the
+the tests. The problem space is enumerated (4,320 linear and 244 fraction problems at the
 defaults; `lab synth` writes several traces per problem when asked for more, each its own
 search); a problem is held out iff a hash of its id falls below `heldout_frac` (as in
 pairsum), so train and held-out never overlap.
@@ -51,7 +51,7 @@ LINEAR_QUESTION = "Find the integer $x$ with ${a}x + {b} = {c}$."
 FRACTION_QUESTION = "Write $\\frac{{{num}}}{{{den}}}$ in lowest terms."
 REDUCE_LINE = "We need ${a}x = {c} - {b} = {target}$."
 TRY_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {product} {rel} {target}$, {verdict}."
-CLAIM_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {product} = {target}$, correct."
+CLAIM_LINE = "Try $x = {x}$: ${a} \\cdot {x} = {target}$, correct."
 CHECK_LINE = "Check: ${a} \\cdot {x} + {b} = {product} + {b} = {value}$. Yes."
 SLIP_CHECK_LINE = "Check: ${a} \\cdot {x} + {b} = {product} + {b} = {value}$, not {c}. No."
 WAIT_LINE = "Wait, ${product} {rel} {target}$, so $x = {x}$ is {verdict}."
@@ -68,8 +68,8 @@ MULTIPLIERS = (2, 3, 4, 5, 6, 8, 9, 10, 12, 15)
 class MiniMathSpec:
     """Difficulty knobs (the task.* fields of the same names)."""
 
-    x_max: int = 30  # linear: x in 1..x_max (binary search: about log2(x_max) trials)
-    coef_max: int = 12  # linear: a in 2..coef_max, b in 1..9
+    x_max: int = 20  # linear: x in 1..x_max (binary search: about log2(x_max) trials)
+    coef_max: int = 9  # linear: a in 2..coef_max, b in 1..3 * coef_max
     fraction_share: float = 0.25  # share of fraction problems (until they run out)
     heldout_frac: float = 0.2
 
@@ -112,7 +112,7 @@ def fraction_problem(num: int, den: int) -> Problem:
 def all_problems(spec: MiniMathSpec) -> tuple[list[Problem], list[Problem]]:
     """The whole problem space: (linear, fraction) problems. A linear problem is one (a, b, c):
     its x is then unique."""
-    linear = [linear_problem(a, b, x) for a in range(2, spec.coef_max + 1) for b in range(1, 10)
+    linear = [linear_problem(a, b, x) for a in range(2, spec.coef_max + 1) for b in range(1, 3 * spec.coef_max + 1)
               for x in range(1, spec.x_max + 1)]
     fractions = {(k * p, k * q) for q in range(2, 10) for p in range(1, q) if math.gcd(p, q) == 1
                  for k in MULTIPLIERS if k * q <= 90}
