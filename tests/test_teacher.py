@@ -351,7 +351,8 @@ def test_cli_import_then_sft_on_a_math_task(tmp_path, tiny_model_dir) -> None:
     syn = _lab("synth", "-q", "--runs-dir", str(tmp_path), f"teacher.dataset={DATA / 't1_sft_sample.jsonl'}")
     assert syn["synth/num_traces"] == 4
     out = _lab("sft", "-q", "--runs-dir", str(tmp_path), f"sft.data={syn['run_dir']}",
-               f"task.name={DATA / 'math500_20.jsonl'}", "task.decontaminate=false", f"model.name={tiny_model_dir}",
+               f"task.name={DATA / 'math500_20.jsonl'}", f"eval.task={DATA / 'math500_20.jsonl'}",
+               f"model.name={tiny_model_dir}",
                "sft.max_steps=2", "sft.warmup_steps=0", "sft.batch_size=4", "sft.micro_batch_size=2",
                "sft.max_seq_len=512", "eval.num_problems=2", "eval.sampling.max_new_tokens=4")
     assert out["eval/n"] == 2 and "sft/loss" in out
