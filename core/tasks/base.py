@@ -6,6 +6,7 @@ A task never imports torch. Tokenizers are passed in as duck-typed objects that 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,6 +52,13 @@ class Task(Protocol):
 
 class TaskError(ValueError):
     """Bad task input (missing file, malformed line, empty data set, unknown split)."""
+
+
+def split_of(key: str, heldout_frac: float) -> str:
+    """"heldout" iff a hash of a problem's canonical key falls below `heldout_frac`: train and
+    held-out never overlap, whatever the seeds or sizes."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    return "heldout" if h < heldout_frac else "train"
 
 
 def check_split(split: str) -> None:

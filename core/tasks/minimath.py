@@ -31,14 +31,13 @@ pairsum), so train and held-out never overlap.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from core.answers import VerifierPool
-from core.tasks.base import TaskError, check_split
+from core.tasks.base import TaskError, check_split, split_of
 from core.tasks.math import PROMPT_TEMPLATE, MathTask
 from core.types import Problem
 
@@ -83,10 +82,6 @@ class MiniMathSpec:
         if not 0.0 < self.heldout_frac < 1.0:
             raise TaskError(f"task.heldout_frac must be in (0, 1) (got {self.heldout_frac})")
 
-
-def split_of(key: str, heldout_frac: float) -> str:
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
-    return "heldout" if h < heldout_frac else "train"
 
 
 def linear_problem(a: int, b: int, x: int) -> Problem:

@@ -15,14 +15,13 @@ Splits: a problem belongs to "heldout" iff a hash of its canonical form falls be
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.tasks.base import TaskError, check_split
+from core.tasks.base import TaskError, check_split, split_of
 from core.types import Problem, Trace, TraceStep, Verdict
 
 ANSWER_CUE = "answer"
@@ -69,10 +68,6 @@ def problem_key(numbers: Sequence[int], target: int) -> str:
     """Canonical form (order-free), used for ids and the split hash."""
     return "-".join(str(n) for n in sorted(numbers)) + f":{target}"
 
-
-def split_of(key: str, heldout_frac: float) -> str:
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
-    return "heldout" if h < heldout_frac else "train"
 
 
 def make_problem(rng: random.Random, spec: PairSumSpec) -> Problem:
