@@ -77,6 +77,22 @@ def test_slip_is_checked_and_reflected() -> None:
     assert kinds[-1] == "answer" and "verify" in kinds and "reflection" in kinds
 
 
+def test_trials_parse_as_attempts_as_the_teacher_counted_them() -> None:
+    """The dashboard's trial-and-error counts (attempts, failed ones, verified checks) come from
+    the parser: on teacher traces they equal what the teacher wrote; a slip is a failed attempt."""
+    task = MiniMathTask()
+    problems = task.problems("train", 400)
+    traces = list(synthesize(problems, "t1", 0.85, 0.3, 0, 20))
+    for t in traces:
+        trace = task.parse_trace(t["response"])
+        assert (trace.num_attempts, trace.num_failed_attempts) == (t["num_attempts"], t["num_failed"]), t["response"]
+        checks = [s.ok for s in trace.steps if s.kind == "verify" and s.text.startswith("Check: $")]
+        assert checks.count(True) <= 1 and (checks.count(False) == t["num_slips"])
+    wrong = task.parse_trace("We need $3x = 26 - 11 = 15$.\nTry $x = 5$: $3 \\cdot 5 = 16$, correct.\n"
+                             "Try $x = 6$: $3 \\cdot 6 = 15$, correct.\nCheck: $3 \\cdot 5 + 11 = 15 + 11 = 27$. Yes.")
+    assert [s.ok for s in wrong.steps if s.kind in ("attempt", "verify")] == [False, False, False]
+
+
 def test_plain_style_goes_straight_to_the_answer() -> None:
     task = MiniMathTask()
     for p in task.problems("train", 50):

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from core.answers import VerifierPool
 from core.tasks.base import TaskError, check_split, split_of
-from core.tasks.math import PROMPT_TEMPLATE, MathTask
-from core.types import Problem
+from core.tasks.math import PROMPT_TEMPLATE, MathTask, parse_trace
+from core.types import Problem, Trace, TraceStep
 
 NAME = "minimath"
 FAMILIES = ("linear", "fraction")
@@ -150,6 +151,55 @@ class MiniMathTask(MathTask):
             pick_fraction = fractions and (not linear or rng.random() < share)
             out.append((fractions if pick_fraction else linear).pop())
         return out
+
+    def parse_trace(self, response: str) -> Trace:
+        return parse_minimath_trace(response)
+
+
+# A trial as the traces write it; a model's slips (a wrong product, a wrong comparison) still match.
+_LINEAR_TRY = re.compile(
+    r"^Try \$x = (\d+)\$: \$(\d+) \\cdot (\d+) = (\d+)(?: ([<>]) (\d+))?\$(?:, (correct)\.?)?")
+_FRACTION_TRY = re.compile(
+    r"^Try (\d+): \$(\d+) = (\d+) \\cdot (\d+)\$ and \$(\d+) = (\d+) \\cdot (\d+)\$")
+_FRACTION_MISS = re.compile(r"^Try (\d+): \$\d+\$ is not a multiple of \d+\.?")
+_REDUCE = re.compile(r"^We need \$\d+x = \d+ - \d+ = (\d+)\$")
+_LINEAR_CHECK = re.compile(r"^Check: \$(\d+) \\cdot (\d+) \+ (\d+) = (\d+) \+ (\d+) = (\d+)\$")
+
+
+def parse_minimath_trace(response: str) -> Trace:
+    """MathTask's free-text parse, with the trials recognised as attempts.
+
+    A linear trial is ok only if its product is right and it claims the target the trace
+    itself moved b across to ("We need $3x = ... = 36$"), so a slip counts as a failed attempt;
+    its "too small / too large" is its reflection. A fraction trial is ok when both
+    factorisations are right; "not a multiple" is a failed attempt. A check of a linear
+    answer is ok when its arithmetic is right and it says "Yes"."""
+    steps: list[TraceStep] = []
+    target: int | None = None
+    for step in parse_trace(response).steps:
+        line = step.text
+        if m := _REDUCE.match(line):
+            target = int(m.group(1))
+        if m := _LINEAR_TRY.match(line):
+            x, a, x2, product, rel, _, claim = m.groups()
+            right = int(a) * int(x) == int(product) and x == x2
+            ok = bool(claim) and rel is None and right and (target is None or int(product) == target)
+            steps.append(TraceStep("attempt", line[: m.end()].rstrip(",. "), ok=ok))
+            rest = line[m.end():].strip(",. ")
+            if rest and not claim:
+                steps.append(TraceStep("reflection", rest))
+        elif m := _FRACTION_TRY.match(line):
+            d, num, d1, q1, den, d2, q2 = (int(g) for g in m.groups())
+            steps.append(TraceStep("attempt", line, ok=d == d1 == d2 and num == d * q1 and den == d * q2))
+        elif _FRACTION_MISS.match(line):
+            steps.append(TraceStep("attempt", line, ok=False))
+        elif (m := _LINEAR_CHECK.match(line)) and step.kind == "verify":
+            a, x, b, product, b2, value = (int(g) for g in m.groups())
+            right = a * x == product and b == b2 and product + b == value
+            steps.append(TraceStep("verify", line, ok=right and line.rstrip(". ").endswith("Yes")))
+        else:
+            steps.append(step)
+    return Trace(tuple(steps))
 
 
 def prompt_of(problem: Problem) -> str:
