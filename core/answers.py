@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 import weakref
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -200,7 +200,7 @@ class VerifierPool:
     in the background (it is waited for only when there is more work).
     """
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0):
+    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, cache_size: int = 65536):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if timeout_s <= 0:
@@ -213,6 +213,10 @@ class VerifierPool:
         self._lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
+        # (gold, prediction) -> verdict of an earlier call; math-verify is deterministic, so a
+        # definitive verdict ("ok", "parse_error") is reused; a timeout is tried again.
+        self._cache: OrderedDict[tuple[str, str], Verdict] = OrderedDict()
+        self._cache_size = cache_size
 
     @property
     def stats(self) -> dict[str, int]:
@@ -224,8 +228,9 @@ class VerifierPool:
     def verify(self, golds: Sequence[str], predictions: Sequence[str | None]) -> list[Verdict]:
         """One Verdict per (gold, prediction) pair, in order. Predictions are extracted
         answers (e.g. the content of `\\boxed{}`); None or blank means "no_answer". A pair
-        that repeats one earlier in the call is scored once (a budget sweep asks the same
-        question for every budget a response fits in)."""
+        that repeats one earlier in the call, or one of the last `cache_size` pairs scored, is
+        scored once (a budget sweep asks the same question for every budget a response fits
+        in; RL and evaluation see the same few answers to a problem again and again)."""
         if len(golds) != len(predictions):
             raise ValueError(f"{len(golds)} golds but {len(predictions)} predictions")
         with self._lock:
@@ -239,10 +244,14 @@ class VerifierPool:
                 if pred is None or not str(pred).strip():
                     results[i] = Verdict(False, pred, "no_answer")
                     self._counts["no_answer"] += 1
-                elif (seen := first.setdefault((str(golds[i]), str(pred)), i)) != i:
+                elif (hit := self._cache.get(key := (str(golds[i]), str(pred)))) is not None:
+                    results[i] = hit
+                    self._cache.move_to_end(key)
+                elif (seen := first.setdefault(key, i)) != i:
                     repeats.append((i, seen))
                 else:
                     pending.append(i)
+            scored = list(pending)
             if pending:
                 self._ensure_workers()
                 try:
@@ -255,6 +264,12 @@ class VerifierPool:
                     raise
             for i, seen in repeats:
                 results[i] = results[seen]
+            for i in scored:
+                verdict = results[i]
+                if verdict is not None and verdict.status in ("ok", "parse_error") and self._cache_size:
+                    self._cache[(str(golds[i]), str(predictions[i]))] = verdict
+                    if len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
             return [r for r in results if r is not None]
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ class TaskConfig:
     x_max: int = _f(20, "minimath: linear problems' x lies in 1..x_max (about log2(x_max) trials)")
     coef_max: int = _f(9, "minimath: a x + b = c with a in 2..coef_max, b in 1..3*coef_max")
     fraction_share: float = _f(0.25, "minimath: share of 'write a/b in lowest terms' problems")
+    borrow: bool = _f(False, "minimath: also linear problems whose c - b needs a borrow (harder: a 1M model learns them far less well)")
     heldout_frac: float = _f(0.0, "pairsum, minimath: share of the problem space kept for evaluation (0 = the task's: pairsum 0.1, minimath 0.2)")
     sorted_numbers: bool = _f(True, "pairsum: show each list sorted (the teacher's two-pointer moves need it)")
     seed: int = _f(0, "seed of the problem generator")

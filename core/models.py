@@ -235,7 +235,15 @@ def save_policy(model: Any, tokenizer: Any, path: Path | str) -> Path:
         import copy
 
         to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(path, safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar, at every checkpoint, is noise
+    try:
+        to_save.save_pretrained(path, safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(path)
     set_file_modes(path)
     return path

@@ -175,3 +175,16 @@ def test_repeated_pairs_are_scored_once() -> None:
         verdicts = pool.verify(["1/2"] * 4 + ["3"], ["\\frac{1}{2}"] * 3 + ["0.4", "3"])
         assert [v.correct for v in verdicts] == [True, True, True, False, True]
         assert pool.stats["ok"] == 3  # \\frac{1}{2} once, 0.4, 3
+        again = pool.verify(["1/2", "3", "5"], ["\\frac{1}{2}", "3", "5"])  # two from the last call
+        assert [v.correct for v in again] == [True, True, True] and pool.stats["ok"] == 4
+
+
+def test_cache_is_bounded() -> None:
+    from core.answers import VerifierPool
+
+    with VerifierPool(num_workers=1, timeout_s=5.0, cache_size=2) as pool:
+        pool.verify(["1", "2", "3"], ["1", "2", "3"])
+        pool.verify(["1"], ["1"])  # evicted (only the last two kept): scored again
+        assert pool.stats["ok"] == 4
+        pool.verify(["3"], ["3"])
+        assert pool.stats["ok"] == 4

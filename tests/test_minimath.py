@@ -130,3 +130,15 @@ def test_knobs_are_validated() -> None:
         MiniMathTask(MiniMathSpec(x_max=2))
     small = MiniMathTask(MiniMathSpec(x_max=5, coef_max=3, fraction_share=0.0))
     assert all(p.meta["family"] == "linear" for p in task_problems(small, "train", 100))
+
+
+def test_no_borrow_by_default_and_the_knob_puts_them_back() -> None:
+    def borrows(p) -> bool:  # noqa: ANN001
+        c, b = p.meta["c"], p.meta["b"]
+        return any((c // 10**k) % 10 < (b // 10**k) % 10 for k in range(3))
+
+    easy = MiniMathTask().problems("train", 10_000)
+    assert not any(borrows(p) for p in easy if p.meta["family"] == "linear")
+    hard = make_task(TaskConfig(name="minimath", borrow=True)).problems("train", 10_000)
+    assert sum(borrows(p) for p in hard if p.meta["family"] == "linear") > 1000
+    assert len(all_problems(MiniMathSpec(borrow=True))[0]) == 8 * 27 * 20

@@ -24,7 +24,7 @@ def make_task(cfg: TaskConfig) -> Task:
         spec = pairsum.PairSumSpec(cfg.num_count, cfg.max_value, cfg.heldout_frac or 0.1, cfg.sorted_numbers)
         return pairsum.PairSumTask(spec, seed=cfg.seed)
     if cfg.name == minimath.NAME:
-        mspec = minimath.MiniMathSpec(cfg.x_max, cfg.coef_max, cfg.fraction_share, cfg.heldout_frac or 0.2)
+        mspec = minimath.MiniMathSpec(cfg.x_max, cfg.coef_max, cfg.fraction_share, cfg.heldout_frac or 0.2, cfg.borrow)
         return minimath.MiniMathTask(mspec, seed=cfg.seed)
     # loads its data set here: a bad source fails now
     return math_task.MathTask(cfg.name, eval_only=cfg.eval_only, decontaminate=cfg.decontaminate)

@@ -1,12 +1,12 @@
 """The embedded math task: small algebra problems served through exactly the MATH500 path.
 
-    prompt    Find the integer $x$ with $3x + 7 = 43$.  (+ MathTask's "reason step by step,
+    prompt    Find the integer $x$ with $3x + 2 = 38$.  (+ MathTask's "reason step by step,
               put your final answer within \\boxed{}" template)
-    response  We need $3x = 43 - 7 = 36$.
+    response  We need $3x = 38 - 2 = 36$.
               Try $x = 10$: $3 \\cdot 10 = 30 < 36$, too small.
               Try $x = 15$: $3 \\cdot 15 = 45 > 36$, too large.
               Try $x = 12$: $3 \\cdot 12 = 36$, correct.
-              Check: $3 \\cdot 12 + 7 = 36 + 7 = 43$. Yes.
+              Check: $3 \\cdot 12 + 2 = 36 + 2 = 38$. Yes.
               The answer is $\\boxed{12}$.
 
 Two families:
@@ -14,16 +14,19 @@ Two families:
   values, reads "too small / too large" and narrows the range, so more tokens mean more trials
   and a better chance of the answer. The reasoner first moves b across (one subtraction), then
   each trial is one multiplication fact and a comparison: of the layouts tried, the one a model
-  of a million parameters learns best in minutes (docs/perf_log.md).
+  of a million parameters learns best in minutes (docs/perf_log.md). By default c - b needs no
+  borrow (47 - 16, not 43 - 16): written digit by digit, with a borrow, it was the step such a
+  model got wrong most (`task.borrow=true` puts those problems back).
 - **fraction**: write a/b in lowest terms by trying divisors 2, 3, 5, 7. The gold answer is
   stored as "p/q" while traces box `\\frac{p}{q}`, so math-verify's equivalence is what scores.
 
 Everything after the problems (prompt template, `\\boxed{}` answers, math-verify in the worker
-pool, the `\\boxed{` forced-answer cue, free-text trace parsing) is `MathTask`'s, unchanged.
+pool, the `\\boxed{` forced-answer cue, free-text trace parsing) is `MathTask`'s; the parser only
+adds what it cannot know, which lines are trials and whether their arithmetic holds.
 
 The line templates live here, next to the problems, because three readers share them: the
 programmatic teacher (core.synth.minimath), the tokenizer's training text (core.models) and
-the tests. The problem space is enumerated (4,320 linear and 244 fraction problems at the
+the tests. The problem space is enumerated (2,488 linear and 244 fraction problems at the
 defaults; `lab synth` writes several traces per problem when asked for more, each its own
 search); a problem is held out iff a hash of its id falls below `heldout_frac` (as in
 pairsum), so train and held-out never overlap.
@@ -72,6 +75,7 @@ class MiniMathSpec:
     coef_max: int = 9  # linear: a in 2..coef_max, b in 1..3 * coef_max
     fraction_share: float = 0.25  # share of fraction problems (until they run out)
     heldout_frac: float = 0.2
+    borrow: bool = False  # linear: also problems whose c - b needs a borrow
 
     def validate(self) -> None:
         if self.x_max < 4:
@@ -109,10 +113,19 @@ def all_problems(spec: MiniMathSpec) -> tuple[list[Problem], list[Problem]]:
     """The whole problem space: (linear, fraction) problems. A linear problem is one (a, b, c):
     its x is then unique."""
     linear = [linear_problem(a, b, x) for a in range(2, spec.coef_max + 1) for b in range(1, 3 * spec.coef_max + 1)
-              for x in range(1, spec.x_max + 1)]
+              for x in range(1, spec.x_max + 1) if spec.borrow or not _borrows(a * x + b, b)]
     fractions = {(k * p, k * q) for q in range(2, 10) for p in range(1, q) if math.gcd(p, q) == 1
                  for k in MULTIPLIERS if k * q <= 90}
     return linear, [fraction_problem(n, d) for n, d in sorted(fractions)]
+
+
+def _borrows(c: int, b: int) -> bool:
+    """Whether c - b, written digit by digit, needs a borrow (43 - 16 does, 47 - 16 does not)."""
+    while b:
+        if c % 10 < b % 10:
+            return True
+        c, b = c // 10, b // 10
+    return False
 
 
 class MiniMathTask(MathTask):
