@@ -79,6 +79,11 @@ def build_bpe_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedT
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        # braces stay tokens of their own, so no merge spans one ("{\\" of "\\boxed{\\frac"): a
+        # forced-answer cue that ends in "\\boxed{" is then followed by exactly the tokens a
+        # trace has there. Qwen2's own split (which AutoTokenizer reloads) gives the same ids,
+        # as no learned merge crosses a brace.
+        pre_tokenizers.Split(Regex(r"[{}]"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()

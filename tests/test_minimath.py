@@ -9,13 +9,14 @@ import pytest
 from transformers import AutoTokenizer
 
 from core.answers import VerifierPool
+from core.budget import Cue, find_subsequence
 from core.config import TaskConfig
 from core.models import TinySpec, build_tiny_model, save_policy
 from core.synth.minimath import synthesize, synthesize_trace
 from core.tasks import make_task, task_problems, train_pool
 from core.tasks.base import TaskError
 from core.tasks.math import ANSWER_CUE, PROMPT_TEMPLATE, MathTask
-from core.tasks.minimath import MiniMathSpec, MiniMathTask, all_problems
+from core.tasks.minimath import MiniMathSpec, MiniMathTask, all_problems, boxed_answer
 
 SMALL = TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
 
@@ -106,7 +107,7 @@ def test_bpe_tokenizer_splits_digits_and_reloads_as_qwen2(tmp_path) -> None:
     ids = tok("$7 \\cdot 125 = 875$", add_special_tokens=False)["input_ids"]
     pieces = tok.convert_ids_to_tokens(ids)
     assert [p for p in pieces if any(c.isdigit() for c in p)] == ["7", "1", "2", "5", "8", "7", "5"]
-    text = MiniMathTask().problems("heldout", 1)[0].question + "\n" + "Try $x = 3$: too small. é ℕ"
+    text = MiniMathTask().problems("heldout", 1)[0].question + "\n" + "Try $x = 3$: too small. é ℕ\n\nFinal answer: \\boxed{\\frac{3}{4}}"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text  # bytes: any text
     save_policy(model, tok, tmp_path / "m")
     reloaded = AutoTokenizer.from_pretrained(tmp_path / "m")
@@ -123,6 +124,21 @@ def test_forced_answer_cue_and_end() -> None:
     num, den = problem.answer.split("/")
     forced = "Try 2: ...\n" + ANSWER_CUE + f"\\frac{{{num}}}{{{den}}}"
     assert task.check([problem], [forced])[0].correct
+
+
+def test_traces_answer_with_the_cue_token_for_token() -> None:
+    """Each teacher trace ends with the forced-answer cue's own tokens, then the answer: a cut
+    response given the cue continues as every trace did (no brace merged into "{\\")."""
+    task = MiniMathTask()
+    _, tok = build_tiny_model(SMALL, task="minimath")
+    cue = Cue.build(tok, task.answer_cue())
+    problems = task.problems("train", 300)
+    for p, t in zip(problems, synthesize(problems, "t1", 0.85, 0.3, 0, 20)):
+        ids = tok(t["response"], add_special_tokens=False)["input_ids"]
+        at = find_subsequence(ids, cue.core)
+        assert at is not None, t["response"]
+        answer = tok(boxed_answer(p) + "}", add_special_tokens=False)["input_ids"]
+        assert ids[at + len(cue.core):] == answer
 
 
 def test_knobs_are_validated() -> None:

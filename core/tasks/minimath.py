@@ -7,7 +7,8 @@
               Try $x = 15$: $3 \\cdot 15 = 45 > 36$, too large.
               Try $x = 12$: $3 \\cdot 12 = 36$, correct.
               Check: $3 \\cdot 12 + 2 = 36 + 2 = 38$. Yes.
-              The answer is $\\boxed{12}$.
+
+              Final answer: \\boxed{12}
 
 Two families:
 - **linear**: find the integer x with a x + b = c. Trial and error pays: a reasoner tries
@@ -61,7 +62,9 @@ WAIT_LINE = "Wait, ${product} {rel} {target}$, so $x = {x}$ is {verdict}."
 DIVIDE_LINE = "Try {d}: ${num} = {d} \\cdot {num_q}$ and ${den} = {d} \\cdot {den_q}$, so $\\frac{{{num_q}}}{{{den_q}}}$."
 NOT_DIVIDE_LINE = "Try {d}: ${n}$ is not a multiple of {d}."
 LOWEST_LINE = "Check: {num} and {den} have no common factor. Yes."
-ANSWER_LINE = "The answer is $\\boxed{{{answer}}}$."
+# a blank line, then the forced-answer cue's own words (MathTask.answer_cue): a budget sweep's
+# cue then asks for the answer the way the model always gave it
+ANSWER_LINE = "\nFinal answer: \\boxed{{{answer}}}"
 TOO_SMALL, TOO_LARGE = "too small", "too large"
 # fractions: p/q (coprime, 1 <= p < q <= 9) times one of these, both parts at most 90
 MULTIPLIERS = (2, 3, 4, 5, 6, 8, 9, 10, 12, 15)
