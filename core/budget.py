@@ -19,6 +19,10 @@ The reasoning of a response is everything before its own answer cue. A response 
 reasoning fits in B tokens keeps its own answer at B (not truncated). Optional s1 extension:
 a response that ended before the largest budget gets the wait cue appended and continues.
 
+Beside the curve, `unconstrained` measures the same model with no budget: the responses still
+going at the largest budget continue (up to `budget.unconstrained_tokens`) and every response
+is scored as it ended, no answer forced. It is not part of the sweep's cost.
+
 Simplified from the paper: one sample per problem by default (the paper averages AIME over
 32), budgets in tens of tokens on the embedded task instead of 1k..16k.
 """
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
-from core.evaluate import parallel_scaling, wilson_interval
+from core.evaluate import accuracy_interval, parallel_scaling
 from core.sampling.protocol import AnswerEnd, Sampler, derive_seed
 from core.sampling.text import decode_text, encode_prompts
 from core.tasks.base import Task
@@ -265,11 +269,50 @@ def budget_rows(task: Task, problems: Sequence[Problem], sweep: Sweep, budget: i
             for (i, j), cut, n, v, text in zip(keys, cut_flags, used, verdicts, texts)]
 
 
+def unconstrained_cap(cfg: BudgetConfig) -> int:
+    """Tokens the unconstrained responses may reach (0: not measured)."""
+    return 4 * max(cfg.budgets) if cfg.unconstrained_tokens == -1 else cfg.unconstrained_tokens
+
+
+def unconstrained(sampler: Sampler, task: Task, problems: Sequence[Problem], sweep: Sweep,
+                  cfg: BudgetConfig, label: str) -> tuple[CurvePoint, list[dict]] | None:
+    """Accuracy of the same model with no budget: the sweep's responses that were still going
+    at the largest budget continue up to `unconstrained_cap(cfg)` tokens; every response is
+    scored as it ended (no forced answer). None when switched off."""
+    cap, top = unconstrained_cap(cfg), max(cfg.budgets)
+    if cap <= top:
+        return None
+    tok = sampler.tokenizer
+    going = [(i, j) for i, g in enumerate(sweep.groups) for j, c in enumerate(g) if c.finish_reason == "length"]
+    ends: dict[tuple[int, int], tuple[list[int], str]] = {}
+    if going:
+        prompts = encode_prompts(tok, [task.render_prompt(problems[i], tok) for i, _ in going])
+        inputs = [list(p) + list(sweep.groups[i][j].token_ids) for p, (i, j) in zip(prompts, going)]
+        params = replace(cfg.sampling, max_new_tokens=cap - top)
+        more = sampler.generate(inputs, params, seed=derive_seed(cfg.seed, "budget", "unconstrained"), n=1)
+        for (i, j), g in zip(going, more):
+            ends[(i, j)] = (list(sweep.groups[i][j].token_ids) + list(g[0].token_ids), g[0].finish_reason)
+    keys, texts, used, cut = [], [], [], []
+    for i, g in enumerate(sweep.groups):
+        for j, c in enumerate(g):
+            ids, finish = ends.get((i, j), (list(c.token_ids), c.finish_reason))
+            keys.append((i, j))
+            texts.append(decode_text(tok, ids) if (i, j) in ends else c.text)
+            used.append(len(ids))
+            cut.append(finish == "length")
+    verdicts = task.check([problems[i] for i, _ in keys], texts)
+    rows = [{"problem_id": problems[i].id, "sample": j, "budget": cap, "truncated": t, "tokens_used": n,
+             "correct": v.correct, "predicted": v.predicted, "status": v.status, "response": text}
+            for (i, j), t, n, v, text in zip(keys, cut, used, verdicts, texts)]
+    return curve_point(label, cap, rows), rows
+
+
 def curve_point(label: str, budget: int, rows: Sequence[dict]) -> CurvePoint:
-    """Accuracy with a Wilson 95% interval, truncated fraction and mean tokens at one budget."""
+    """Accuracy with a 95% interval (Wilson; clustered by problem with several samples each),
+    truncated fraction and mean tokens at one budget."""
     n = len(rows)
     k = sum(r["correct"] for r in rows)
-    lo, hi = wilson_interval(k, n)
+    lo, hi = accuracy_interval(rows)
     return CurvePoint(label, budget, k / max(n, 1), lo, hi,
                       sum(r["truncated"] for r in rows) / max(n, 1),
                       sum(r["tokens_used"] for r in rows) / max(n, 1), n)

@@ -164,7 +164,7 @@ class TeacherConfig:
     dataset: str = _f("", "import SFT data instead of synthesizing: THUDM/T1 (hub) or a local .jsonl/.parquet in that format")
     num_attempts: int = _f(16, "attempts sampled per problem, N (paper: 16)")
     max_solved_frac: float = _f(0.3, "drop problems solved by more than this fraction of the N attempts (paper: 0.3)")
-    min_solved: int = _f(0, "drop problems solved by fewer attempts (1 = the right path must come from a teacher sample)")
+    min_solved: int = _f(1, "drop problems solved by fewer attempts: 1 (default) = the right path comes from a verified teacher sample; 0 keeps problems no attempt solved (the critic, shown the gold answer, then writes the ending)")
     max_wrong_in_trace: int = _f(3, "failed attempts merged into one trace before the right path")
     merge: str = _f("llm", "'llm' (the critic merges attempts and critiques, as in the paper) or 'concat' (a fixed template, no call)")
     rewrite: bool = _f(True, "rewrite the merged trace into fluent text (one more critic call)")
@@ -262,6 +262,7 @@ class BudgetConfig:
     answer_stop: tuple[str, ...] = _f(("\n",), "stop strings of the answer continuation (the answer is one line)")
     extend_wait: int = _f(0, "s1-style: times to append the wait cue to a response that ended before the largest budget")
     wait_text: str = _f("", "the wait cue ('' = the task's)")
+    unconstrained_tokens: int = _f(-1, "beside the curve, the same model with no budget: responses still going at the largest budget continue up to this many tokens and are scored as they end, no answer forced (-1 = 4 x the largest budget, 0 = off)")
     checkpoints: str = _f("all", "checkpoints of an RL run to sweep: 'all', 'last', or fractions of its steps like 0,0.3,0.6,1")
     split: str = _f("heldout", "task split")
     num_problems: int = _f(500, "problems (0 = all of a finite data set)")
@@ -278,6 +279,9 @@ class BudgetConfig:
         _check(self.answer_max_tokens >= 1, "budget.answer_max_tokens must be >= 1")
         _check(self.answer_temperature >= 0, "budget.answer_temperature must be >= 0")
         _check(self.extend_wait >= 0, "budget.extend_wait must be >= 0")
+        _check(self.unconstrained_tokens in (-1, 0) or self.unconstrained_tokens > max(b, default=0),
+               f"budget.unconstrained_tokens must be -1 (4 x the largest budget), 0 (off) or more than the "
+               f"largest budget ({max(b, default=0)}); got {self.unconstrained_tokens}")
         _check(self.split in ("train", "heldout"), "budget.split must be 'train' or 'heldout'")
         _check(self.num_problems >= 0, "budget.num_problems must be >= 0")
         _check(self.num_samples >= 1, "budget.num_samples must be >= 1")
@@ -318,6 +322,7 @@ class RLConfig:
     pass_tokens: int = _f(-1, "most tokens (rows x padded length) per forward/backward pass: -1 = auto (4096 on CPU, where smaller passes run faster; no cap on a GPU), 0 = no cap")
     bf16_autocast: bool = _f(True, "forward/backward under bf16 autocast (weights stay fp32)")
     advantage: str = _f("rloo", "'rloo' (leave-one-out baseline, the paper) or 'grpo' (mean/std)")
+    penalty_as: str = _f("reward", "how a -1 penalty enters: 'reward' (the sample's reward is -1, its advantage -1 minus the baseline of the valid others; penalised samples never enter a baseline) or 'advantage' (its advantage is set to -1 after the baseline); the paper says only the former's first half")
     entropy_coef: float = _f(0.001, "alpha: weight of the entropy bonus")
     beta: float = _f(2e-4, "beta: weight of the centred KL-to-anchor penalty folded into the reward")
     anchor: str = _f("ema", "reference policy: 'ema' (dynamic), 'reset' (copy every reset_every), 'frozen', 'none'")
@@ -353,6 +358,7 @@ class RLConfig:
         _check(self.repeat_chars >= 0 and (self.repeat_count == 0 or self.repeat_count >= 2),
                "rl.repeat_chars must be >= 0 and rl.repeat_count 0 or >= 2 (0 = the task's rule)")
         _check(self.advantage in ("rloo", "grpo"), "rl.advantage must be 'rloo' or 'grpo'")
+        _check(self.penalty_as in ("reward", "advantage"), f"rl.penalty_as must be 'reward' or 'advantage' (got {self.penalty_as!r})")
         _check(
             self.num_generations >= 2,
             f"rl.num_generations must be >= 2 for a group baseline (got {self.num_generations})",

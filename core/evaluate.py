@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +20,8 @@ from core.tasks.base import Task
 from core.types import Completion, Problem
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
+def wilson_interval(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k successes out of n (n may be an effective size)."""
     if n == 0:
         return 0.0, 1.0
     p = k / n
@@ -28,6 +29,31 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_interval(rows: Sequence[dict], z: float = 1.96) -> tuple[float, float]:
+    """95% interval of the accuracy of `rows` (each with "correct" and "problem_id").
+
+    One sample per problem: the Wilson interval. Several: samples of one problem are not
+    independent draws (an easy problem is right in all of them), so the interval is Wilson's
+    at the effective sample size n_eff = p(1 - p) / SE^2, with SE the standard error clustered
+    by problem (of the per-problem means); never more than the number of samples."""
+    n = len(rows)
+    k = sum(bool(r["correct"]) for r in rows)
+    by_problem: dict[Any, list[bool]] = {}
+    for r in rows:
+        by_problem.setdefault(r.get("problem_id"), []).append(bool(r["correct"]))
+    m = len(by_problem)
+    if m == n or m < 2:
+        return wilson_interval(k, n, z)
+    p = k / n
+    # sum over problems of (successes - p * samples)^2, the cluster-robust variance of k
+    var_k = sum((sum(c) - p * len(c)) ** 2 for c in by_problem.values()) * m / (m - 1)
+    if var_k <= 0 or p in (0.0, 1.0):
+        n_eff = float(m)  # no spread to measure: at least as wide as one sample per problem
+    else:
+        n_eff = min(float(n), p * (1 - p) * n * n / var_k)
+    return wilson_interval(p * n_eff, n_eff, z)  # type: ignore[arg-type]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -46,6 +72,27 @@ def majority_answer(predictions: Sequence[str | None]) -> str | None:
     """Most common non-empty prediction (ties: first seen)."""
     counts = Counter(p for p in predictions if p)
     return counts.most_common(1)[0][0] if counts else None
+
+
+_GOLD = "\x00gold"
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
+_NOISE = re.compile(r"\s+|\\left|\\right|\\[!,;: ]|\$")
+
+
+def vote_key(predicted: str | None, correct: bool) -> str | None:
+    """What a sample votes for in maj@k, so that equal answers written apart vote together.
+
+    Every right answer is math-verify-equal to the gold, hence to each other: one class
+    (`1/2`, `\\frac{1}{2}` and `0.5` are one vote, not three). Wrong answers are compared after
+    a light normalisation (spaces, `\\left`/`\\right`, `$`, `\\frac{a}{b}` -> `a/b`); two wrong
+    answers that only math-verify would call equal still vote apart (a pairwise check of every
+    wrong pair would cost more than the sampling)."""
+    if not predicted or not str(predicted).strip():
+        return None
+    if correct:
+        return _GOLD
+    text = _NOISE.sub("", str(predicted))
+    return _FRAC.sub(r"\1/\2", text)
 
 
 def sample_rows(
@@ -71,7 +118,7 @@ def summarize(rows: Sequence[dict], prefix: str = "eval/") -> dict[str, Any]:
     """Headline figures over sample rows."""
     n = len(rows)
     k = sum(r["correct"] for r in rows)
-    lo, hi = wilson_interval(k, n)
+    lo, hi = accuracy_interval(rows)
     statuses = Counter(r["status"] for r in rows)
     return {
         f"{prefix}acc": k / max(n, 1), f"{prefix}acc_ci_low": lo, f"{prefix}acc_ci_high": hi,
@@ -93,7 +140,8 @@ def parallel_scaling(rows: Sequence[dict], num_samples: int, tokens_key: str = "
 
     rows: per-sample rows with problem_id, correct, predicted and a token count (`tokens_key`).
     maj@k is the expected accuracy of a majority vote over k samples drawn without replacement
-    (averaged over `draws` seeded draws per problem; ties go to the first drawn)."""
+    (averaged over `draws` seeded draws per problem; ties go to the first drawn); equal answers
+    written apart vote together (`vote_key`)."""
     by_problem: dict[str, list[dict]] = {}
     for r in rows:
         by_problem.setdefault(r["problem_id"], []).append(r)
@@ -114,8 +162,7 @@ def parallel_scaling(rows: Sequence[dict], num_samples: int, tokens_key: str = "
 
 
 def _majority_correct(samples: Sequence[dict]) -> bool:
-    top = majority_answer([s["predicted"] for s in samples])
-    return top is not None and next(s["correct"] for s in samples if s["predicted"] == top)
+    return majority_answer([vote_key(s["predicted"], s["correct"]) for s in samples]) == _GOLD
 
 
 def evaluate(

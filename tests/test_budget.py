@@ -171,6 +171,32 @@ def test_curve_points_and_incremental_callback(peaked_sampler, pairsum_task) -> 
     assert fracs == sorted(fracs, reverse=True)
 
 
+def test_unconstrained_continues_the_responses_still_going(peaked_sampler, pairsum_task) -> None:
+    """No budget: a response that ended keeps its own text; one still going at the largest
+    budget continues from its exact ids (up to the cap) and is scored as it ends, unforced."""
+    from core.budget import unconstrained
+
+    problems = pairsum_task.problems("heldout", CFG.num_problems)
+    sweep = generate_sweep(peaked_sampler, pairsum_task, problems, CFG)
+    rec = RecordingSampler(peaked_sampler)
+    point, rows = unconstrained(rec, pairsum_task, problems, sweep, replace(CFG, unconstrained_tokens=40), "tiny")
+    assert point.budget_tokens == 40 and point.n == len(rows) == CFG.num_problems * CFG.num_samples
+    going = [(i, j) for i, g in enumerate(sweep.groups) for j, c in enumerate(g) if c.finish_reason == "length"]
+    assert going and len(rec.calls) == 1
+    inputs, params = rec.calls[0]
+    assert params.max_new_tokens == 40 - max(CFG.budgets) and len(inputs) == len(going)
+    assert all(ids[-max(CFG.budgets):] == list(sweep.groups[i][j].token_ids) for ids, (i, j) in zip(inputs, going))
+    by_key = {(r["problem_id"], r["sample"]): r for r in rows}
+    for i, g in enumerate(sweep.groups):
+        for j, c in enumerate(g):
+            r = by_key[(problems[i].id, j)]
+            if (i, j) in going:
+                assert max(CFG.budgets) < r["tokens_used"] <= 40 and r["response"].startswith(c.text[:10])
+            else:
+                assert r["response"] == c.text and r["tokens_used"] == c.num_tokens
+    assert unconstrained(rec, pairsum_task, problems, sweep, replace(CFG, unconstrained_tokens=0), "t") is None
+
+
 def test_curve_point_interval() -> None:
     rows = [{"correct": k < 3, "truncated": k < 5, "tokens_used": 10} for k in range(10)]
     p = curve_point("x", 8, rows)
@@ -197,6 +223,7 @@ def test_parallel_scaling_against_brute_force() -> None:
     ({"budget.mode": "vote"}, "budget.mode"),
     ({"budget.mode": "summarizer"}, "needs budget.summarizer"),
     ({"budget.checkpoints": "0,2"}, "fractions"),
+    ({"budget.budgets": "8,16", "budget.unconstrained_tokens": "16"}, "more than the largest budget"),
 ])
 def test_bad_budget_config(override: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -246,6 +273,8 @@ def test_lab_budget_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert curve["complete"] and [p["budget_tokens"] for p in curve["points"]] == [4, 8, 16]
     assert [p["k"] for p in curve["parallel"]] == [1, 2]
     assert set(out["acc_at_max"]) == {"tiny"} and (tmp_path / "b" / "budget.html").exists()
+    free = curve["unconstrained"]  # default: up to 4 x the largest budget
+    assert free["budget_tokens"] == 64 and free["n"] == 12 and out["acc_unconstrained"]["tiny"] == free["accuracy"]
     rows = (tmp_path / "b" / "eval" / "budget_tiny.jsonl").read_text().splitlines()
     assert len(rows) == 6 * 2 * 3
 

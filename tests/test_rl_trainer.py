@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -73,6 +74,57 @@ def test_oversampling_keeps_k_of_n_and_marks_rows(tiny_model_dir, pairsum_task) 
         len({r["reward"] for r in rows[g * 6 : (g + 1) * 6] if r["kept"]}) == 1 for g in range(3))
 
 
+def test_dropped_groups_leave_the_loss(tiny_model_dir, pairsum_task) -> None:
+    """Dynamic filtering: a dropped group adds nothing to the update, not even through the
+    entropy bonus; with every group dropped the weights do not move at all (AdamW's momentum
+    and weight decay included: no optimizer step)."""
+    trainer = make_trainer(tiny_model_dir, pairsum_task, entropy_coef=0.1, drop_equal_groups=True)
+    select = trainer.select
+
+    def drop_all(r) -> None:  # noqa: ANN001
+        select(r)
+        r.used = [False] * len(r.groups)
+
+    trainer.select = drop_all
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    metrics, rows = trainer.step()
+    assert metrics["oversample/dropped_groups"] == 3 and not any(r["used"] for r in rows)
+    assert all(torch.equal(p, before[n]) for n, p in trainer.policy.named_parameters())
+    assert metrics["optim/grad_norm"] == 0.0
+
+
+def test_ppo_ratio_starts_at_one_under_bf16(tiny_model_dir, pairsum_task) -> None:
+    """With the clip on, pi_old is taken in the training forward's precision: the first epoch's
+    ratio is 1 (the fp32 sampler's log-probs against a bf16 forward were off by ~1e-2)."""
+    trainer = make_trainer(tiny_model_dir, pairsum_task, clip=True, ppo_epochs=2, bf16_autocast=True)
+    metrics, _ = trainer.step()
+    assert metrics["ppo/first_log_ratio_max"] < 1e-5
+    on_policy, _ = make_trainer(tiny_model_dir, pairsum_task, bf16_autocast=True).step()
+    assert "ppo/first_log_ratio_max" not in on_policy
+
+
+def test_penalty_as_reward_or_as_advantage(tiny_model_dir, pairsum_task) -> None:
+    """The two readings of T1's -1: as the reward (advantage -1 minus the valid others'
+    baseline) or as the advantage itself. 6 new tokens: most responses are cut, some are not."""
+    def rows(mode: str) -> list[dict]:
+        sampling = SamplingConfig(temperature=1.2, max_new_tokens=6)
+        return make_trainer(tiny_model_dir, pairsum_task, penalty_as=mode, sampling=sampling, beta=0.0).step()[1]
+
+    def bad(r: dict) -> bool:
+        return r["overlong"] or r["repetitive"] or r["garbled"]
+
+    as_reward, as_advantage = rows("reward"), rows("advantage")
+    penalised = [i for i, r in enumerate(as_reward) if bad(r)]
+    assert penalised and [bad(r) for r in as_advantage] == [bad(r) for r in as_reward]
+    assert all(as_advantage[i]["advantage"] == -1.0 for i in penalised)
+    for g in range(3):  # as the reward: -1 minus the mean reward of the group's valid samples
+        group = as_reward[g * 4 : (g + 1) * 4]
+        valid = [r["reward"] for r in group if not bad(r)]
+        for r in group:
+            if bad(r):
+                assert r["advantage"] == pytest.approx(-1.0 - (sum(valid) / len(valid) if valid else 0.0))
+
+
 def test_lora_two_steps_train_adapters_only(tiny_model_dir, pairsum_task) -> None:
     trainer = make_trainer(tiny_model_dir, pairsum_task, lora=True, lora_r=4, lr=5e-2, anchor_rate=0.5)
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
@@ -124,6 +176,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
     ({"num_samples_drawn": 3}, "num_samples_drawn (3) must be 0 or >="),
     ({"oversample_rule": "best"}, "oversample_rule"),
     ({"ppo_epochs": 2}, "ppo_epochs > 1 needs rl.clip"),
+    ({"anchor": "reset", "reset_every": 0}, "rl.anchor=reset needs rl.reset_every >= 1"),
+    ({"clip": True, "ppo_epochs": 0}, "rl.ppo_epochs must be >= 1"),
+    ({"penalty_as": "advantages"}, "rl.penalty_as must be 'reward' or 'advantage'"),
 ])
 def test_bad_settings_are_refused_by_validation(bad, message) -> None:
     from core.config import ConfigError
@@ -193,3 +248,24 @@ def test_rl_step_benchmark_interleaves_the_trainers(capsys) -> None:
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == out and last["ratio"] == pytest.approx(last["ours_samples_per_s"] / last["trl_samples_per_s"], rel=0.01)
     assert last["ours_samples_per_s"] > 0 and last["trl_samples_per_s"] > 0 and last["steps"] == 2
+
+
+def test_lora_anchor_bench_measures_the_approximation(tmp_path, capsys) -> None:
+    """`lab.bench.lora_anchor` smoke: figures come out finite, and the anchor's delta equals
+    the exact EMA before any step (B = 0: both deltas are 0) but not after two."""
+    from lab.bench.lora_anchor import main
+
+    main(["--steps", "2", "--runs-dir", str(tmp_path), "--rate", "0.5", "--lr", "5e-2"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    steps, last = [json.loads(x) for x in lines[1:-1]], json.loads(lines[-1])
+    assert [s["step"] for s in steps] == [1, 2] and steps[-1]["delta_rel_err"] > 0
+    assert all(math.isfinite(v) for v in last.values() if isinstance(v, float))
+
+
+def test_lora_effective_deltas_pairs_a_and_b() -> None:
+    from core.rl.anchor import lora_effective_deltas
+
+    a, b = torch.randn(4, 8), torch.randn(6, 4)
+    out = lora_effective_deltas({"m.q.lora_A.default.weight": a, "m.q.lora_B.default.weight": b,
+                                 "m.k.lora_A.default.weight": a}, scale=2.0)
+    assert set(out) == {"m.q"} and torch.allclose(out["m.q"], 2.0 * b @ a)

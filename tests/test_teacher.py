@@ -220,8 +220,11 @@ def test_too_hard_and_plan_without_a_right_attempt(task) -> None:
     problems, answers = five_problems(task)
     teacher = ScriptedTeacher("scripted", {**answers, problems[0].question: ["1", "2", "3", "4"]})
     sink = ListSink()
-    out = run_teacher(problems[:1], task, [teacher], teacher, cfg(min_solved=1), sink, progress=False)
+    out = run_teacher(problems[:1], task, [teacher], teacher, cfg(), sink, progress=False)  # min_solved=1
     assert out["synth/too_hard"] == 1 and sink.rows()[0]["status"] == "too_hard"
+    sink = ListSink()  # min_solved=0: the critic, who sees the gold answer, writes the ending
+    out = run_teacher(problems[:1], task, [teacher], teacher, cfg(min_solved=0), sink, progress=False)
+    assert out["synth/too_hard"] == 0 and sink.rows()[0]["status"] != "too_hard"
     attempts = [Attempt("t", "x", 1, "stop", predicted=p, correct=False) for p in "1121"]
     assert plan_trace(attempts, 2) == [0, 2]  # distinct answers first, no right path to add
 

@@ -13,7 +13,13 @@ import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.common import load_curves, page_header  # noqa: E402
-from core.report.views import curve_points, curve_progress, curves_live, parallel_points  # noqa: E402
+from core.report.views import (  # noqa: E402
+    curve_points,
+    curve_progress,
+    curves_live,
+    parallel_points,
+    unconstrained_points,
+)
 
 REFRESH_S = 3
 X = alt.Scale(type="log", base=2)
@@ -49,7 +55,7 @@ def x_axis(points, parallel) -> alt.Axis:
     return alt.Axis(values=ticks, format="~g")
 
 
-def accuracy_chart(points, parallel) -> alt.LayerChart:
+def accuracy_chart(points, parallel, free) -> alt.LayerChart:
     axis = x_axis(points, parallel)
     base = alt.Chart(points).encode(
         x=alt.X("budget_tokens:Q", scale=X, axis=axis, title="budget (tokens)"),
@@ -60,6 +66,12 @@ def accuracy_chart(points, parallel) -> alt.LayerChart:
         tooltip=["series", "budget_tokens", alt.Tooltip("accuracy:Q", format=".3f"),
                  alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"), "n"])
     layers = [band, line]
+    if not free.empty:  # the same model with no budget: a dashed rule in its checkpoint's colour
+        layers.append(alt.Chart(free).mark_rule(strokeDash=[6, 3], strokeWidth=1.5).encode(
+            y="accuracy:Q", color=alt.Color("series:N", scale=COLOR),
+            tooltip=["series", alt.Tooltip("accuracy:Q", format=".3f", title="no budget"),
+                     alt.Tooltip("max_tokens:Q", title="up to tokens"), alt.Tooltip("mean_tokens_used:Q", format=".0f"),
+                     alt.Tooltip("truncated_frac:Q", format=".3f"), "n"]))
     if not parallel.empty:
         layers.append(alt.Chart(parallel).mark_line(point=True).encode(
             x=alt.X("total_tokens:Q", scale=X, axis=axis), y="value:Q",
@@ -86,7 +98,11 @@ def view() -> None:
     if points.empty:
         st.info("The sweep has not finished its first budget yet.")
         return
-    st.altair_chart(accuracy_chart(points, parallel), width="stretch")
+    free = unconstrained_points(curves)
+    st.altair_chart(accuracy_chart(points, parallel, free), width="stretch")
+    if not free.empty:
+        st.caption("Dashed: the same model with no budget (responses run to their end, up to "
+                   + ", ".join(f"{s}: {int(t)}" for s, t in zip(free.series, free.max_tokens)) + " tokens).")
     st.altair_chart(alt.Chart(points, title="Truncated at the budget").mark_line(point=True).encode(
         x=alt.X("budget_tokens:Q", scale=X, axis=x_axis(points, points.iloc[0:0]), title="budget (tokens)"),
         y=alt.Y("truncated_frac:Q", scale=alt.Scale(domain=[0, 1]), title="truncated fraction"),
@@ -94,6 +110,8 @@ def view() -> None:
         width="stretch")
     with st.expander("Points"):
         st.dataframe(points, width="stretch", hide_index=True)
+        if not free.empty:
+            st.dataframe(free, width="stretch", hide_index=True)
 
 
 view()

@@ -34,10 +34,20 @@ def budget_chart(curves: Sequence[dict], title: str = "Accuracy against reasonin
         tooltip=["checkpoint:N", "budget_tokens:Q", alt.Tooltip("accuracy:Q", format=".1%"),
                  alt.Tooltip("ci_low:Q", format=".1%"), alt.Tooltip("ci_high:Q", format=".1%"),
                  alt.Tooltip("truncated_frac:Q", format=".1%"), "mean_tokens_used:Q", "n:Q"])
+    free = [{**c["unconstrained"], "checkpoint": c.get("checkpoint"), "step": c.get("step")}
+            for c in curves if c.get("unconstrained")]
+    layers = band + line
+    if free:  # the same model with no budget: a dashed rule in its checkpoint's colour
+        layers += alt.Chart(alt.Data(values=free)).mark_rule(strokeDash=[6, 3]).encode(
+            y="accuracy:Q", color=color,
+            tooltip=["checkpoint:N", alt.Tooltip("accuracy:Q", format=".1%", title="no budget"),
+                     alt.Tooltip("budget_tokens:Q", title="up to tokens")])
     trunc = alt.Chart(data).mark_line(point=True, strokeDash=[4, 2]).encode(
         x=x, y=alt.Y("truncated_frac:Q", title="fraction truncated", scale=alt.Scale(domain=[0, 1])),
         color=color)
-    return alt.vconcat((band + line).properties(title=title, width=420, height=260),
+    if free:
+        title = f"{title} (dashed: no budget)"
+    return alt.vconcat(layers.properties(title=title, width=420, height=260),
                        trunc.properties(width=420, height=120))
 
 

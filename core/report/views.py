@@ -322,6 +322,21 @@ def curve_points(curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return frame.sort_values(["series", "budget_tokens"], ignore_index=True)
 
 
+def unconstrained_points(curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Frame of each curve's no-budget accuracy (where the sweep measured it): series, accuracy,
+    ci_low, ci_high, max_tokens, mean_tokens_used, truncated_frac, n."""
+    suffix = _series(curves)
+    records = []
+    for name, curve in curves.items():
+        u = curve.get("unconstrained")
+        if u:
+            label = str(u.get("checkpoint") or curve.get("checkpoint") or name) + suffix[name]
+            records.append((label, u.get("accuracy"), u.get("ci_low"), u.get("ci_high"), u.get("budget_tokens"),
+                            u.get("mean_tokens_used"), u.get("truncated_frac"), u.get("n")))
+    return pd.DataFrame.from_records(records, columns=["series", "accuracy", "ci_low", "ci_high", "max_tokens",
+                                                       "mean_tokens_used", "truncated_frac", "n"])
+
+
 def parallel_points(curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Long frame of parallel scaling: series, k, total_tokens, metric ("maj@k" | "pass@k"), value."""
     suffix = _series(curves)

@@ -8,6 +8,12 @@ model: the classic baseline), "none" (no reference; beta must be 0).
 With LoRA only the adapters train, so the anchor is an EMA of the adapter tensors alone (the
 frozen base is shared): its log-probs come from the policy with the anchor's adapter values
 swapped in for one no-grad pass. Without LoRA the anchor is a full frozen copy of the model.
+
+That LoRA anchor is an approximation: its weight delta is scale * EMA(B) @ EMA(A), not the
+EMA of the effective deltas scale * B @ A (they differ by the covariance of B and A over the
+averaging window; the exact EMA would need a dense delta per adapted matrix, as large as the
+base weights LoRA leaves untouched). `python -m lab.bench.lora_anchor` measures the error
+against the exact EMA, in weights and in the KL the penalty sees (docs/perf_log.md).
 """
 
 from __future__ import annotations
@@ -26,6 +32,18 @@ from core.rl.batch import RolloutBatch, logprobs_no_grad
 def adapter_params(policy: Any) -> dict[str, torch.Tensor]:
     """The trainable LoRA tensors of a PEFT policy, by parameter name."""
     return {n: p for n, p in policy.named_parameters() if p.requires_grad and "lora_" in n}
+
+
+def lora_effective_deltas(adapters: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """scale * B @ A of each adapted module, by module name, from LoRA tensors named like
+    "<module>.lora_A.<adapter>.weight" / "<module>.lora_B.<adapter>.weight"."""
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in adapters.items():
+        for part in ("lora_A", "lora_B"):
+            if f".{part}." in name:
+                pairs.setdefault(name.split(f".{part}.")[0], {})[part] = t
+    return {m: scale * (ab["lora_B"].float() @ ab["lora_A"].float()) for m, ab in pairs.items()
+            if "lora_A" in ab and "lora_B" in ab}
 
 
 class Anchor:

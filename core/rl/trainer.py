@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from typing import Any
 
 import torch
@@ -101,13 +102,17 @@ class Trainer:
         """(log pi_old, log pi_ref) of the batch's tokens, [B, L-1] each (ref None without anchor).
 
         pi_old is the sampling policy: the sampler's own log-probs when it reports them (no extra
-        pass), else a no-grad pass. The anchor pass runs in the precision of pi_old: bf16 logits
+        pass), else a no-grad pass. With the PPO ratio in use (clip, several epochs) under bf16
+        autocast, it is always the no-grad pass, in the training forward's precision: the fp32
+        sampler's log-probs against a bf16 forward would put the first epoch's ratio off 1 by
+        rounding alone (and the clip would act on that noise). The anchor pass runs in the precision of pi_old: bf16 logits
         against fp32 ones add a spurious positive KL (E_p[log p - log q] of the rounding noise; on
         the embedded default the mean logged KL rose from about 2.5 to 3-4 nats per response).
         """
         c = self.cfg
         bf16 = c.bf16_autocast
-        if all(comp.token_logprobs is not None for comp in comps):
+        off_policy = c.clip or c.ppo_epochs > 1
+        if all(comp.token_logprobs is not None for comp in comps) and not (off_policy and bf16):
             old = place_logprobs(prompts, [comp.token_logprobs or () for comp in comps], batch)
             bf16 = False  # the HF sampler decodes in the weights' dtype, without autocast
         else:
@@ -127,6 +132,8 @@ class Trainer:
             seq_kl = algos.sequence_sum(algos.kl_per_token(old_logp, ref_logp, "k1"), batch.mask).view(-1, k).cpu()
         shaped = algos.kl_shaped_rewards(rewards, seq_kl, self.cfg.beta)
         adv = algos.rloo_advantages(shaped, valid) if self.cfg.advantage == "rloo" else algos.grpo_advantages(shaped)
+        if self.cfg.penalty_as == "advantage":  # the other reading of T1's -1: on the advantage itself
+            adv = torch.where(valid, adv, torch.full_like(adv, -1.0))
         used = torch.tensor(r.used).unsqueeze(-1).expand_as(adv)
         adv = torch.where(used, adv, torch.zeros_like(adv))
         return adv.reshape(-1).to(self.device), {"kl/anchor": float(seq_kl.mean()),
@@ -146,12 +153,23 @@ class Trainer:
         clip = (c.clip_low, c.clip_high) if c.clip else None
         on_policy = clip is None and c.ppo_epochs == 1
         stats = {"loss/policy": 0.0, "loss/entropy": 0.0}
-        for _ in range(c.ppo_epochs):
+        if not on_policy:  # how far the first epoch's ratio is from 1 (0 up to kernel noise)
+            stats["ppo/first_log_ratio_max"] = 0.0
+        if not batch.mask.any():  # every group dropped: no gradient, and no optimizer step either
+            with warnings.catch_warnings():  # (AdamW's momentum would still move the weights);
+                warnings.simplefilter("ignore", UserWarning)  # the schedule goes on: "step before optimizer"
+                self.sched.step()
+            return {**stats, "optim/grad_norm": 0.0, "optim/lr": self.sched.get_last_lr()[0]}
+        passes = [rows for rows in passes if batch.mask[rows].any()]
+        for epoch in range(c.ppo_epochs):
             self.opt.zero_grad(set_to_none=True)
             for rows in passes:
                 part = batch.take(rows)
                 logp, ent = forward_stats(self.policy, part, with_entropy=True, bf16=c.bf16_autocast)
                 old = logp.detach() if on_policy else old_logp[rows, : logp.size(1)]
+                if not on_policy and epoch == 0:
+                    gap = float(((logp.detach() - old).abs() * part.mask).max())
+                    stats["ppo/first_log_ratio_max"] = max(stats["ppo/first_log_ratio_max"], gap)
                 weight = part.mask.sum() / n_tokens  # token-mean over the whole batch
                 pg = algos.policy_loss(logp, old, adv[rows], part.mask, clip)
                 entropy = algos.masked_mean(ent, part.mask)
@@ -188,7 +206,10 @@ class Trainer:
             old_logp, ref_logp = self.logprobs(prompts, [c for _, c, _ in kept], batch, passes)
             adv, kl_stats = self.advantages(r, batch, old_logp, ref_logp)
         with timer("update"):
-            upd = self.update(batch, old_logp, adv, passes)
+            # groups that dynamic filtering dropped leave the loss: not in its token mean, no
+            # entropy bonus (their advantages are 0 already)
+            used = torch.tensor([r.used[g] for g, _, _ in kept], device=batch.mask.device)
+            upd = self.update(RolloutBatch(batch.ids, batch.mask * used.unsqueeze(-1)), old_logp, adv, passes)
         self.step_idx += 1
         with timer("anchor"):
             self.anchor.update(self.policy, self.step_idx)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from core.budget import generate_sweep, sweep_curve
+from core.budget import generate_sweep, sweep_curve, unconstrained
 from core.config import BudgetJob, parse_checkpoints
 from core.models import load_model
 from core.report.budget import write_budget_page
@@ -100,12 +100,14 @@ def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
     if cfg.mode == "summarizer":
         smodel, stok = load_model(replace(job.model, name=resolve_checkpoint(cfg.summarizer, runs_dir)), seed=0)
         summarizer = make_sampler(cfg.sampling.backend, smodel, stok, cfg.sampling)
-    out: dict[str, Any] = {"acc_at_max": {}, "acc_at_min": {}, "climb": {}, "truncated_at_min": {}}
+    out: dict[str, Any] = {"acc_at_max": {}, "acc_at_min": {}, "climb": {}, "truncated_at_min": {},
+                           "acc_unconstrained": {}}
     done = {n: c for n, c in run.curves().items() if c.get("complete")} if ctx.resume else {}
     sampler = None
     for ck in ckpts:
         if ck.name in done:  # --resume: a curve finished before the stop stands
             points = [CurvePoint(**p) for p in done[ck.name]["points"]]
+            free = CurvePoint(**done[ck.name]["unconstrained"]) if done[ck.name].get("unconstrained") else None
             say(f"{ck.label}: finished before, kept")
         else:
             model, tok = load_model(replace(job.model, name=ck.path), seed=0)
@@ -113,8 +115,10 @@ def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
                 sampler = make_sampler(cfg.sampling.backend, model, tok, cfg.sampling)
             else:  # the next checkpoint of the same model: swap weights, keep the engine
                 sampler.sync_weights(model)
-            points = sweep_checkpoint(job, ck, run, sampler, tok, task, problems, summarizer, ctx)
+            points, free = sweep_checkpoint(job, ck, run, sampler, tok, task, problems, summarizer, ctx)
         lo, hi = points[0], points[-1]
+        if free is not None:
+            out["acc_unconstrained"][ck.name] = free.accuracy
         out["acc_at_max"][ck.name], out["acc_at_min"][ck.name] = hi.accuracy, lo.accuracy
         out["climb"][ck.name] = hi.accuracy - lo.accuracy
         out["truncated_at_min"][ck.name] = lo.truncated_frac
@@ -123,9 +127,10 @@ def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
 
 
 def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok: Any, task: Any,
-                     problems: list, summarizer: Any, ctx: Context) -> list[CurvePoint]:
+                     problems: list, summarizer: Any, ctx: Context) -> tuple[list[CurvePoint], CurvePoint | None]:
     """One checkpoint's sweep; its curve file grows as each budget is scored (rows of a curve
-    that an earlier attempt left unfinished are dropped first)."""
+    that an earlier attempt left unfinished are dropped first). Returns (points, the
+    unconstrained point or None)."""
     cfg = job.budget
     run.reset_eval(f"budget_{ck.name}")
     t1 = time.time()
@@ -140,8 +145,10 @@ def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok
         run.append_eval(f"budget_{ck.name}", rows)
 
     points, _, parallel = sweep_curve(task, problems, sweep, cfg, ck.label, tok, on_point)
+    free = unconstrained(sampler, task, problems, sweep, cfg, ck.label)
     run.write_curve(ck.name, {**base, "complete": True, "points": [asdict(p) for p in points],
-                              "parallel": parallel})
+                              "parallel": parallel, "unconstrained": asdict(free[0]) if free else None})
     ctx.say(f"{ck.label}: " + ", ".join(f"{p.budget_tokens}: {p.accuracy:.1%}" for p in points)
+            + (f"; no budget (up to {free[0].budget_tokens}): {free[0].accuracy:.1%}" if free else "")
             + f" (generation {gen_s:.1f}s)")
-    return points
+    return points, (free[0] if free else None)

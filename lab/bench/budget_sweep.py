@@ -1,7 +1,7 @@
 """Cost of a budget sweep against one generation at the largest budget.
 
     python -m lab.bench.budget_sweep [--model PATH|RUN] [--problems 500] [--repeats 5]
-        [--task pairsum|minimath] [--budgets 16,32,...] [--max-new-tokens N]
+        [--task pairsum|minimath] [--budgets 16,32,...] [--answer-max-tokens N]
 
 Times, in one process on the same prompts and seed, interleaved `--repeats` times (median):
   * `generate`: one plain generation at the largest budget (the unit), timed just before and
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--task", default="pairsum", help="pairsum or minimath (the MATH500 code path)")
     p.add_argument("--budgets", help="comma-separated budgets (default: the budget section's)")
+    p.add_argument("--answer-max-tokens", type=int, help="token limit of a forced answer (default: the budget section's)")
     args = p.parse_args(argv)
 
     import torch
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     task = make_task(TaskConfig(name=args.task))
     problems = task.problems("heldout", args.problems)
     cfg = BudgetConfig(num_problems=args.problems)
+    if args.answer_max_tokens:
+        cfg = replace(cfg, answer_max_tokens=args.answer_max_tokens)
     if args.budgets:
         budgets = tuple(int(b) for b in args.budgets.split(","))
         cfg = replace(cfg, budgets=budgets, sampling=replace(cfg.sampling, max_new_tokens=max(budgets)))
