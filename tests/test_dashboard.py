@@ -152,6 +152,18 @@ def test_trace_html_labels_and_escapes() -> None:
     assert labels == ["attempt failed", "reflection", "attempt ok", "check no", "wait", "answer"]
     html = d.trace_html(trace_parser("math500")("if a <b> then \\boxed{1}"))
     assert "&lt;b&gt;" in html and "<b>" not in html
+    free = trace_parser("math500")("x = 3.\nVerify: 2*3 = 6.")  # a free-text check is shown as one
+    assert [d.step_label(s) for s in free.steps] == ["text", "check"]
+
+
+def test_minimath_rollouts_show_their_trials() -> None:
+    """The embedded math task's rows are parsed by its own parser: trials are attempts."""
+    text = ("We need $3x = 38 - 2 = 36$.\nTry $x = 10$: $3 \\cdot 10 = 30 < 36$, too small.\n"
+            "Try $x = 12$: $3 \\cdot 12 = 36$, correct.\nCheck: $3 \\cdot 12 + 2 = 36 + 2 = 38$. Yes.\n\n"
+            "Final answer: \\boxed{12}")
+    labels = [d.step_label(s) for s in trace_parser("minimath")(text).steps]
+    assert labels == ["text", "attempt failed", "reflection", "attempt ok", "check yes", "answer"]
+    assert d.trace_features(_row(response=text), "minimath")["failed_then_fixed"]
 
 
 def _curve(checkpoint: str, mode: str, budgets: list[int], done: int, parallel: list[dict]) -> dict:

@@ -101,8 +101,11 @@ def view() -> None:
     free = unconstrained_points(curves)
     st.altair_chart(accuracy_chart(points, parallel, free), width="stretch")
     if not free.empty:
-        st.caption("Dashed: the same model with no budget (responses run to their end, up to "
-                   + ", ".join(f"{s}: {int(t)}" for s, t in zip(free.series, free.max_tokens)) + " tokens).")
+        caps = sorted({int(t) for t in free.max_tokens})
+        st.caption("Dashed: the same model with no budget (each response runs to its end, up to "
+                   + (f"{caps[0]}" if len(caps) == 1 else
+                      ", ".join(f"{s}: {int(t)}" for s, t in zip(free.series, free.max_tokens)))
+                   + " tokens), in its checkpoint's colour.")
     st.altair_chart(alt.Chart(points, title="Truncated at the budget").mark_line(point=True).encode(
         x=alt.X("budget_tokens:Q", scale=X, axis=x_axis(points, points.iloc[0:0]), title="budget (tokens)"),
         y=alt.Y("truncated_frac:Q", scale=alt.Scale(domain=[0, 1]), title="truncated fraction"),

@@ -60,9 +60,11 @@ def task_problems(task: Task, split: str, limit: int) -> list[Problem]:
 
 def trace_parser(task_name: str | None) -> Callable[[str], Trace]:
     """The task's own trace parser by task name, without loading its data (the dashboard reads
-    runs of any task): the embedded task's, else the free-text one of math tasks."""
+    runs of any task): the embedded tasks', else the free-text one of math tasks."""
     if task_name == "pairsum":
         return pairsum.parse_trace
+    if task_name == minimath.NAME:
+        return minimath.parse_minimath_trace
     return math_task.parse_trace
 
 
