@@ -322,7 +322,7 @@ class RLConfig:
     pass_tokens: int = _f(-1, "most tokens (rows x padded length) per forward/backward pass: -1 = auto (4096 on CPU, where smaller passes run faster; no cap on a GPU), 0 = no cap")
     bf16_autocast: bool = _f(True, "forward/backward under bf16 autocast (weights stay fp32)")
     advantage: str = _f("rloo", "'rloo' (leave-one-out baseline, the paper) or 'grpo' (mean/std)")
-    penalty_as: str = _f("reward", "how a -1 penalty enters: 'reward' (the sample's reward is -1, its advantage -1 minus the baseline of the valid others; penalised samples never enter a baseline) or 'advantage' (its advantage is set to -1 after the baseline); the paper says only the former's first half")
+    penalty_as: str = _f("reward", "how a -1 penalty enters: 'reward' (the sample's reward is -1, its advantage -1 minus the baseline of the valid others; penalised samples never enter a baseline) or 'advantage' (its advantage is set to -1 after the baseline); T1 states the -1 and the exclusion from the baseline, not which of the two it means")
     entropy_coef: float = _f(0.001, "alpha: weight of the entropy bonus")
     beta: float = _f(2e-4, "beta: weight of the centred KL-to-anchor penalty folded into the reward")
     anchor: str = _f("ema", "reference policy: 'ema' (dynamic), 'reset' (copy every reset_every), 'frozen', 'none'")
