@@ -105,9 +105,10 @@ class Trainer:
         pass), else a no-grad pass. With the PPO ratio in use (clip, several epochs) under bf16
         autocast, it is always the no-grad pass, in the training forward's precision: the fp32
         sampler's log-probs against a bf16 forward would put the first epoch's ratio off 1 by
-        rounding alone (and the clip would act on that noise). The anchor pass runs in the precision of pi_old: bf16 logits
-        against fp32 ones add a spurious positive KL (E_p[log p - log q] of the rounding noise; on
-        the embedded default the mean logged KL rose from about 2.5 to 3-4 nats per response).
+        rounding alone (and the clip would act on that noise). The anchor pass runs in the
+        precision of pi_old: bf16 logits against fp32 ones add a spurious positive KL (E_p[log p
+        - log q] of the rounding noise; on the embedded default the mean logged KL rose from
+        about 2.5 to 3-4 nats per response).
         """
         c = self.cfg
         bf16 = c.bf16_autocast
