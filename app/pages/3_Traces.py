@@ -66,12 +66,15 @@ if source == "RL rollouts":
     stats = load_trace_stats(run, spread(steps, k), task)
     st.subheader("Per step")
     per_response = stats.stat == "reflection_words_mean"
-    for col, part, title in zip(st.columns([3, 2]), (stats[~per_response], stats[per_response]),
-                                ("share of responses", "reflection words per response")):
-        col.altair_chart(alt.Chart(part, title=title, height=220).mark_line(point=True).encode(
-            x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)), y=alt.Y("value:Q", title=title),
+    # One chart per row, legend on the right: in a narrow column a bottom legend and the title
+    # took the fixed height that Streamlit's fit-to-width sizing leaves, and the plot collapsed.
+    for part, title in zip((stats[~per_response], stats[per_response]),
+                           ("share of responses", "reflection words per response")):
+        st.altair_chart(alt.Chart(part, title=title, height=280).mark_line(point=True).encode(
+            x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
             color=alt.Color("stat:N", scale=alt.Scale(scheme="category10"),
-                            legend=alt.Legend(orient="bottom")),
+                            legend=alt.Legend(orient="right", title=None)),
             tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
     step = st.sidebar.select_slider("Step to browse", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
     rows = load_samples(run, step)
