@@ -244,7 +244,6 @@ _STEP_STYLE = {
     ("verify", True): ("#0550ae", "#ddf4ff", "check yes"),
     ("verify", False): ("#bc4c00", "#fff1e5", "check no"),
     ("verify", None): ("#0550ae", "#eef6ff", "check"),  # free text: a check nobody can judge line by line
-    ("attempt", None): ("#57606a", "#fff8f0", "attempt"),
     ("reflection", None): ("#8250df", "#fbefff", "reflection"),
     ("answer", None): ("#1f2328", "#fff8c5", "answer"),
     ("text", None): ("#57606a", "#f6f8fa", "text"),
