@@ -155,6 +155,7 @@ class Decoder:
             own[:, n:] = torch.eye(q, dtype=torch.bool, device=ids.device)
             allowed = ((mask != 0)[:, None, None, :] & causal) | own  # [R, 1, q, m]
         half = hd // 2
+        last = len(self.layers) - 1
         for li, w in enumerate(self.layers):
             h = self._rms(x, w["in_norm"])
             qkv = F.linear(h, w["qkv"], w["qkv_b"])
@@ -164,6 +165,14 @@ class Decoder:
             qs = qs * cos + torch.cat((-qs[..., half:], qs[..., :half]), dim=-1) * sin
             ks = ks * cos + torch.cat((-ks[..., half:], ks[..., :half]), dim=-1) * sin
             keys, values = cache.write(li, ks, vs)  # [R, Hkv, m, D] each
+            if li == last and q > 1:
+                # only the last position's output is read (its logits); the others' keys and
+                # values are in the cache, so the rest of this layer runs for it alone
+                qs, x, q = qs[:, :, -1:], x[:, -1:], 1
+                if sdpa:
+                    allowed = allowed[:, :, -1:]
+                else:
+                    bias = bias[:, :, :, -1:]
             if not sdpa:
                 if full:
                     keys, values = cache.keys[li], cache.values[li]  # [R, Hkv, capacity, D]
