@@ -20,6 +20,7 @@ from core.experiments.reproduce import runner as reproduce
 from core.overrides import build, flatten, from_dict, preset_for, to_dict
 from core.stages import STAGES, Context, Say, Stage, launch
 from core.store import Run, StoreError, open_run
+from core.trackers import check_installed, mirrored
 
 # every command's story and preflight: the stages, and the reproduce experiment
 COMMANDS: dict[str, Stage] = {**STAGES, "reproduce": Stage(reproduce.run, reproduce.preflight)}
@@ -47,9 +48,11 @@ def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "
     if run.status() == "complete":
         check_extends(command, saved, job, run)
     say(f"resuming {run.path}" + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""))
+    check_installed(getattr(job, "log", None))
     run.write_config(command, to_dict(job))
-    out = COMMANDS[command].run(job, run, Context(say, progress, runs_dir, resume=True))
-    run.write_summary(out)
+    with mirrored(run, getattr(job, "log", None), to_dict(job), say):
+        out = COMMANDS[command].run(job, run, Context(say, progress, runs_dir, resume=True))
+        run.write_summary(out)
     return run, out
 
 

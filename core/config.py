@@ -388,6 +388,26 @@ class RLConfig:
         _nested(self.lora, "rl.")
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    report_to: tuple[str, ...] = _f((), "experiment trackers that mirror the run folder (every metrics line with its key and step, the config as parameters, budget curves, a few rollouts per step): any of tensorboard, wandb, mlflow, trackio, comma-separated; each an optional extra (pip install -e '.[wandb]')")
+    project: str = _f("t1-lab", "tracker project: W&B / trackio project, MLflow experiment; the tracker's run is named after the run folder")
+    mlflow_uri: str = _f("", "MLflow tracking URI ('' = MLflow's own: $MLFLOW_TRACKING_URI, else its local store)")
+    samples_per_step: int = _f(8, "rollouts of each RL step sent as a table (W&B, trackio, TensorBoard text), each text cut to 2,000 characters; 0 = none")
+
+    def validate(self) -> None:
+        names = [n.strip().lower() for n in self.report_to]
+        unknown = [n for n in names if n not in TRACKERS]
+        _check(not unknown, f"log.report_to: unknown tracker {', '.join(map(repr, unknown))}; choose from "
+               f"{', '.join(TRACKERS)} (comma-separated)")
+        _check(len(set(names)) == len(names), f"log.report_to names a tracker twice: {','.join(self.report_to)}")
+        _check(bool(self.project.strip()), "log.project must not be empty")
+        _check(self.samples_per_step >= 0, f"log.samples_per_step must be >= 0 (got {self.samples_per_step})")
+
+
 @dataclass(frozen=True)
 class SynthJob:
     """`python -m lab synth`."""
@@ -406,6 +426,7 @@ class SFTJob:
     synth: SynthConfig = field(default_factory=SynthConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(frozen=True)
@@ -416,6 +437,7 @@ class RLJob:
     model: ModelConfig = field(default_factory=ModelConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def check(self) -> None:
         _check_one_engine(self.rl, self.eval)
@@ -428,6 +450,7 @@ class EvalJob:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(frozen=True)
@@ -437,6 +460,7 @@ class BudgetJob:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(frozen=True)

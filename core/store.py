@@ -12,6 +12,8 @@ Layout of ``runs/<run_id>/``::
                              written by other code); complete once it holds COMPLETE
     checkpoints/final/
     eval/<name>.jsonl        per-problem evaluation rows
+    trackers.json            the experiment trackers' own run ids (W&B, MLflow), for --resume
+    trackers/<tracker>/      what a tracker keeps in the run folder (TensorBoard events, W&B offline runs)
     summary.json             written last; its existence means the run completed
 
 Writers are crash-safe: JSON files are replaced atomically, JSONL files are appended with one
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -290,15 +292,27 @@ def _pid_alive(pid: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+class RunListener(Protocol):
+    """Told what a run writes, after it is written (core.trackers mirrors it to experiment
+    trackers). A listener must not raise: the run folder is the source of truth."""
+
+    def metrics(self, record: dict) -> None: ...
+    def samples(self, step: int, rows: list[dict]) -> None: ...
+    def curve(self, name: str, curve: dict) -> None: ...
+    def summary(self, summary: dict) -> None: ...
+
+
 @dataclass
 class Run:
     """Handle on one run folder. Writers append or replace files atomically; readers are
-    torch-free and tolerate a run that is still being written (or crashed mid-write)."""
+    torch-free and tolerate a run that is still being written (or crashed mid-write).
+    `listener`, when set, is told each metrics line, samples, curve and summary once written."""
 
     path: Path
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        self.listener: RunListener | None = None
 
     @property
     def id(self) -> str:
@@ -422,6 +436,15 @@ class Run:
             raise StoreError(f"invalid artifact name {filename!r}")
         return self.path / filename
 
+    @property
+    def trackers_path(self) -> Path:
+        """trackers.json: the experiment trackers' run ids ({"wandb": id, ...}) for --resume."""
+        return self.path / "trackers.json"
+
+    def tracker_dir(self, tracker: str) -> Path:
+        """trackers/<tracker>/: files a tracker keeps in the run folder (made on demand)."""
+        return self.path / "trackers" / _check_name("tracker", tracker)
+
     def trainer_state_path(self, checkpoint: Path) -> Path:
         """The resume state (optimizer, scheduler, RNG, data position, anchor) of a checkpoint:
         a stem, written as trainer_state.json + trainer_state.safetensors (core.tensor_state)."""
@@ -516,6 +539,8 @@ class Run:
         row = dict(record)
         row.setdefault("wall_time", time.time())
         append_jsonl(self.metrics_path, [row])
+        if self.listener is not None:
+            self.listener.metrics(row)
 
     def rewind(self, step: int) -> None:
         """Forget what was logged after `step` (resuming from that step's checkpoint).
@@ -532,6 +557,8 @@ class Run:
     def append_samples(self, step: int, rows: list[dict]) -> None:
         """Append rollouts of RL step `step` to samples/step_<step>.jsonl."""
         append_jsonl(self.samples_path(step), rows)
+        if self.listener is not None:
+            self.listener.samples(step, rows)
 
     def append_traces(self, rows: list[dict]) -> None:
         """Append synthesized SFT traces to synth/traces.jsonl."""
@@ -556,12 +583,16 @@ class Run:
     def write_curve(self, name: str, curve: dict) -> None:
         """Replace curves/<name>.json atomically with `curve`."""
         atomic_write_json(self.curve_path(name), curve)
+        if self.listener is not None:
+            self.listener.curve(name, curve)
 
     def write_summary(self, summary: dict) -> None:
         """Write summary.json atomically (adds "finished_at" if absent); marks the run complete."""
         row = dict(summary)
         row.setdefault("finished_at", _utc_now())
         atomic_write_json(self.summary_path, row)
+        if self.listener is not None:
+            self.listener.summary(row)
 
     # -- readers -------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from core.store import (
 )
 from core.tasks import GENERATED, TaskError, make_task, task_problems, train_pool
 from core.tasks.math import refuse_training_on
+from core.trackers import check_installed, mirrored
 from core.types import Say
 
 
@@ -115,11 +116,13 @@ def launch(command: str, job: Any, preflight: Callable[[Any, Path | str], None],
     check its inputs, make the run folder, run the story, write summary.json (= complete)."""
     changed = non_defaults(job)
     ctx.say(f"{command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+    check_installed(getattr(job, "log", None))
     preflight(job, ctx.runs_dir)
     run = new_run(ctx.runs_dir, command, to_dict(job), run_id=run_id)
     ctx.say(f"run folder {run.path}")
-    out = story(job, run, ctx)
-    run.write_summary(out)
+    with mirrored(run, getattr(job, "log", None), to_dict(job), ctx.say):
+        out = story(job, run, ctx)
+        run.write_summary(out)
     return run, out
 
 
