@@ -154,12 +154,15 @@ def local_viewer() -> bool:
         return False
 
 
-def page_header(title: str) -> list[Run]:
-    """Page config, title and the sidebar runs-folder input; returns the runs found there.
+PAGE_ICONS = {"Runs": "🧪", "Training": "📈", "Rollouts": "🎲", "Traces": "🔍", "Inference scaling": "📊"}
 
-    The folder typed on one page is kept in session state so the other pages open on it.
+
+def page_header(title: str) -> list[Run]:
+    """Page config (title and icon in the browser tab), title and the sidebar runs-folder input;
+    returns the runs found there. The folder typed on one page is kept in session state so the
+    other pages open on it.
     """
-    st.set_page_config(page_title=f"T1 Lab · {title}", layout="wide")
+    st.set_page_config(page_title=f"T1 Lab · {title}", page_icon=PAGE_ICONS.get(title, "🧪"), layout="wide")
     st.title(title)
     if not local_viewer():
         st.error("This dashboard shows run folders to this machine only. To serve others on purpose: "

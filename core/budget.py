@@ -246,27 +246,32 @@ def budget_rows(task: Task, problems: Sequence[Problem], sweep: Sweep, budget: i
                 tokenizer: Any) -> list[dict]:
     """Per-sample rows at one budget: the text judged, correct, truncated, tokens used."""
     eos = getattr(tokenizer, "eos_token_id", None)
-    keys, texts, used, cut_flags = [], [], [], []
+    keys, texts, used, cut_flags, starts = [], [], [], [], []
     for i, g in enumerate(sweep.groups):
         for j, c in enumerate(g):
             ans = sweep.answers.get(budget, {}).get((i, j))
             cut = truncated_at(reasoning_length(c, sweep.cue.core, eos), budget)
+            start = None
             if cut and ans is not None:
                 head = list(c.token_ids[:budget])
                 cue_ids = sweep.cue.after(tokenizer, head)
                 ids = head + list(cue_ids) + list(ans.token_ids)
                 texts.append(decode_text(tokenizer, ids))
                 used.append(len(ids))
+                reasoning = decode_text(tokenizer, head)
+                start = len(reasoning) if texts[-1].startswith(reasoning) else None
             else:
                 texts.append(c.text)
                 used.append(c.num_tokens)
             keys.append((i, j))
             cut_flags.append(cut)
+            starts.append(start)
     verdicts = task.check([problems[i] for i, _ in keys], texts)
+    # answer_start: where the cue and the forced answer begin in `response` (None: not forced)
     return [{"problem_id": problems[i].id, "sample": j, "budget": budget, "truncated": cut,
-             "tokens_used": n, "correct": v.correct, "predicted": v.predicted, "status": v.status,
-             "response": text}
-            for (i, j), cut, n, v, text in zip(keys, cut_flags, used, verdicts, texts)]
+             "tokens_used": n, "correct": v.correct, "predicted": v.predicted, "gold": problems[i].answer,
+             "status": v.status, "response": text, "answer_start": start}
+            for (i, j), cut, n, v, text, start in zip(keys, cut_flags, used, verdicts, texts, starts)]
 
 
 def unconstrained_cap(cfg: BudgetConfig) -> int:

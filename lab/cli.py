@@ -138,7 +138,8 @@ def _run_app(args: argparse.Namespace) -> int:
 
     home = Path(__file__).resolve().parents[1] / "app" / "Home.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(args.port),
-           "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
     env = {**os.environ, "T1LAB_RUNS": str(Path(args.runs_dir).resolve())}
     if args.host not in ("localhost", "127.0.0.1", "::1"):  # serving others was asked for
         env["T1LAB_SERVE_REMOTE"] = "1"

@@ -36,16 +36,37 @@ PAGES = {
 }
 
 
+BUDGET = {"budget.num_problems": 6, "budget.budgets": "4,8,16", "budget.unconstrained_tokens": 0}
+
+
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[str]:
+    from core.commands import run_command
+
     tmp = tmp_path_factory.mktemp("browser")
     runs = make_runs(tmp)
+    # an RL run whose rollouts change from step to step (1 of 2, 3, 4, 5 samples cut), for the
+    # per-step charts of Traces
+    from core.store import new_run
+    from core.synth.programmatic import synthesize
+    from core.tasks.pairsum import PairSumTask
+    from tests.test_app import TASK_CFG, _rollouts
+
+    problems = PairSumTask().problems("train", 8)
+    traces = list(synthesize(problems, "t1", 0.85, 0.15, seed=0))
+    varied = new_run(runs, "rl", {"task": TASK_CFG, "eval": {"split": "heldout"}}, run_id="rl-b")
+    for step in range(1, 5):
+        varied.append_samples(step, _rollouts(step, problems, traces, k=step + 1))
+        varied.log_metrics({"step": step, "reward/mean": 0.1 * step})
+    # a budget sweep by the lab's own code: its curve and the per-sample rows behind each point
+    run_command("budget", {"model.name": str(tiny_model_dir), **BUDGET}, runs, say=lambda s: None,
+                progress=False, run_id="budget-b")
     port = free_port()
     log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed after the server stops
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
+         "--browser.gatherUsageStats", "false"],  # the toolbar setting comes from .streamlit/config.toml
         cwd=ROOT, env={**os.environ, "T1LAB_RUNS": str(runs)}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,3 +117,62 @@ def test_page_in_browser(path: str, app_url: str, browser, tmp_path: Path) -> No
     errors = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     assert not errors, [e.text for e in errors]
     assert browser.find_elements(By.CSS_SELECTOR, drawn)
+    assert browser.title == f"T1 Lab · {title}"
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')  # a minimal toolbar
+
+
+def _shot(browser, tmp_path: Path, name: str) -> None:
+    shot = tmp_path / f"{name}.png"
+    browser.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+
+
+def test_a_budget_point_opens_the_samples_behind_it(app_url: str, browser, tmp_path: Path) -> None:
+    """A click on the leftmost point (the smallest budget) of the accuracy chart sets the point
+    (the default is the largest budget) and shows a response cut there, its forced answer marked."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{app_url}/Inference_scaling?run=budget-b")
+    wait = WebDriverWait(browser, 60)
+    points_css = '[data-testid="stVegaLiteChart"] g.mark-symbol path'
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, points_css)))
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "at 16 tokens"))  # the default point
+    chart = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')[0]
+    leftmost = min(chart.find_elements(By.CSS_SELECTOR, "g.mark-symbol path"), key=lambda e: e.location["x"])
+    ActionChains(browser).move_to_element(leftmost).click().perform()
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "at 4 tokens"))
+    sample = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".point-sample mark")))
+    assert sample.text.strip(), "the forced answer is marked"
+    assert "the budget cut the reasoning" in browser.find_element(By.TAG_NAME, "body").text
+    time.sleep(1)
+    _shot(browser, tmp_path, "budget_point")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+
+
+def test_traces_per_step_charts_draw_their_data(app_url: str, browser, tmp_path: Path) -> None:
+    """Regression: the per-step charts collapsed to flat lines with no y-axis ticks (title,
+    bottom legend and a fixed height in a narrow column). Each chart's y axis must span its
+    data and be drawn tall, and its lines must rise and fall on screen."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{app_url}/Traces?run=rl-b")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"] g.mark-line path')) >= 2)
+    time.sleep(1.5)
+    _shot(browser, tmp_path, "traces_charts")
+    charts = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')
+    assert len(charts) == 2
+    for chart in charts:
+        axis = chart.find_element(By.CSS_SELECTOR, "g[aria-label^='Y-axis']")
+        low, high = map(float, re.search(r"values from (\S+) to (\S+)", axis.get_attribute("aria-label")).groups())
+        assert high > low
+        assert axis.size["height"] >= 100, axis.size  # the plot area, not a sliver
+        assert len(axis.find_elements(By.CSS_SELECTOR, "g.mark-text text")) >= 3  # tick labels
+        lines = chart.find_elements(By.CSS_SELECTOR, "g.mark-line path")
+        assert max(line.size["height"] for line in lines) >= 20  # the data varies on screen

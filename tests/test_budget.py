@@ -335,3 +335,22 @@ def test_find_subsequence_matches_a_plain_scan() -> None:
         seq = [rng.randrange(3) for _ in range(rng.randrange(12))]
         sub = tuple(rng.randrange(3) for _ in range(rng.randrange(4)))
         assert find_subsequence(seq, sub) == find_subsequence(tuple(seq), sub) == plain(seq, sub)
+
+
+def test_forced_rows_say_where_the_cue_and_forced_answer_start(peaked_sampler, pairsum_task) -> None:
+    """The dashboard splits a forced response into the reasoning cut at the budget and what the
+    cue forced; `answer_start` is that split, None where nothing was forced."""
+    from core.sampling.text import decode_text
+
+    problems = pairsum_task.problems("heldout", CFG.num_problems)
+    sweep = generate_sweep(peaked_sampler, pairsum_task, problems, CFG)
+    tok = peaked_sampler.tokenizer
+    for b in CFG.budgets:
+        rows = budget_rows(pairsum_task, problems, sweep, b, tok)
+        forced = [r for r in rows if r["truncated"]]
+        assert forced and all(r["answer_start"] is None for r in rows if not r["truncated"])
+        for r in forced:
+            i = next(k for k, p in enumerate(problems) if p.id == r["problem_id"])
+            head = decode_text(tok, list(sweep.groups[i][r["sample"]].token_ids[:b]))
+            assert r["response"][: r["answer_start"]] == head
+            assert r["response"][r["answer_start"] :].lstrip("\n").startswith(sweep.cue.text.strip())

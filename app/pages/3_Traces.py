@@ -70,9 +70,11 @@ if source == "RL rollouts":
     # took the fixed height that Streamlit's fit-to-width sizing leaves, and the plot collapsed.
     for part, title in zip((stats[~per_response], stats[per_response]),
                            ("share of responses", "reflection words per response")):
+        lo, hi = (float(part.value.min()), float(part.value.max())) if len(part) else (0.0, 1.0)
+        pad = 0 if hi > lo else max(abs(lo) * 0.1, 0.05)  # flat data: an axis around it, not one tick
         st.altair_chart(alt.Chart(part, title=title, height=280).mark_line(point=True).encode(
             x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)),
-            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False, domain=[lo - pad, hi + pad] if pad else alt.Undefined)),
             color=alt.Color("stat:N", scale=alt.Scale(scheme="category10"),
                             legend=alt.Legend(orient="right", title=None)),
             tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")

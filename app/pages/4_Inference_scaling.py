@@ -1,6 +1,9 @@
 """Inference scaling: accuracy against the reasoning budget (tokens, log2 axis), one line per
 checkpoint with its 95% interval, the truncated fraction, and parallel scaling (maj@k, pass@k
-against total tokens) on the same axis. Refreshes by itself while a sweep writes its curve."""
+against total tokens) on the same axis. Refreshes by itself while a sweep writes its curve.
+A click on a point opens the samples behind it: each response cut at the budget with the answer
+its cue forced, the verdict, and the same sample at the other budgets and checkpoints; filters
+keep the samples that flipped against another budget or checkpoint."""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import html  # noqa: E402
+
 import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app.common import load_curves, page_header  # noqa: E402
+from app.common import load_curves, load_eval_rows, page_header  # noqa: E402
+from core.report.points import FLIPS, at_budget, point_table, problem_grid, split_forced  # noqa: E402
 from core.report.views import (  # noqa: E402
     curve_points,
     curve_progress,
@@ -33,7 +39,8 @@ if not runs:
     st.info("No budget curves yet (curves/<name>.json, written by the budget sweep).")
     st.stop()
 by_id = {r.id: r for r in runs}
-chosen = st.sidebar.multiselect("Runs", list(by_id), default=list(by_id)[:1])
+wanted = st.query_params.get("run")
+chosen = st.sidebar.multiselect("Runs", list(by_id), default=[wanted] if wanted in by_id else list(by_id)[:1])
 
 
 def gather() -> dict[str, dict]:
@@ -43,6 +50,13 @@ def gather() -> dict[str, dict]:
         for name, curve in load_curves(by_id[rid]).items():
             out[f"{rid}/{name}" if len(chosen) > 1 else name] = curve
     return out
+
+
+def sample_rows(key: str) -> list[dict]:
+    """The per-sample rows behind curve `key` (eval/budget_<name>.jsonl of its run)."""
+    rid, _, name = key.rpartition("/")
+    run = by_id[rid] if rid else by_id[chosen[0]]
+    return load_eval_rows(run, f"budget_{name}")
 
 
 def live_now(curves: dict[str, dict]) -> bool:
@@ -61,10 +75,11 @@ def accuracy_chart(points, parallel, free) -> alt.LayerChart:
         x=alt.X("budget_tokens:Q", scale=X, axis=axis, title="budget (tokens)"),
         color=alt.Color("series:N", title="checkpoint", scale=COLOR))
     band = base.mark_area(opacity=0.18).encode(y="ci_low:Q", y2="ci_high:Q")
-    line = base.mark_line(point=True).encode(
+    line = base.mark_line(point=alt.OverlayMarkDef(size=80, filled=True)).encode(
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
         tooltip=["series", "budget_tokens", alt.Tooltip("accuracy:Q", format=".3f"),
-                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"), "n"])
+                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"), "n"]
+    ).add_params(alt.selection_point(name="pick", fields=["curve", "budget_tokens"], on="click"))
     layers = [band, line]
     if not free.empty:  # the same model with no budget: a dashed rule in its checkpoint's colour
         layers.append(alt.Chart(free).mark_rule(strokeDash=[6, 3], strokeWidth=1.5).encode(
@@ -99,7 +114,8 @@ def view() -> None:
         st.info("The sweep has not finished its first budget yet.")
         return
     free = unconstrained_points(curves)
-    st.altair_chart(accuracy_chart(points, parallel, free), width="stretch")
+    event = st.altair_chart(accuracy_chart(points, parallel, free), width="stretch", on_select="rerun",
+                            key="accuracy")
     if not free.empty:
         caps = sorted({int(t) for t in free.max_tokens})
         st.caption("Dashed: the same model with no budget (each response runs to its end, up to "
@@ -115,6 +131,68 @@ def view() -> None:
         st.dataframe(points, width="stretch", hide_index=True)
         if not free.empty:
             st.dataframe(free, width="stretch", hide_index=True)
+    open_point(curves, points, (event.selection.get("pick") or []) if event else [])
+
+
+def open_point(curves: dict[str, dict], points, picked: list[dict]) -> None:
+    """The samples behind one point (clicked, or chosen in the boxes)."""
+    st.subheader("Samples behind a point")
+    names = [n for n in curves if (points.curve == n).any()]
+    if picked and picked[0].get("curve") in names:  # a click sets the boxes
+        st.session_state["pt_curve"], st.session_state["pt_budget"] = picked[0]["curve"], int(picked[0]["budget_tokens"])
+    if st.session_state.get("pt_curve") not in names:
+        st.session_state["pt_curve"] = names[-1]
+    label = dict(zip(points.curve, points.series))
+    left, mid, right, far = st.columns(4)
+    curve = left.selectbox("Checkpoint", names, key="pt_curve", format_func=label.get,
+                           help="or click a point of the chart")
+    budgets = sorted(int(b) for b in points[points.curve == curve].budget_tokens)
+    if st.session_state.get("pt_budget") not in budgets:
+        st.session_state["pt_budget"] = budgets[-1]
+    budget = mid.selectbox("Budget (tokens)", budgets, key="pt_budget")
+    against = right.selectbox("Compare with", ["a smaller budget", "another checkpoint"], key="pt_against")
+    if against == "a smaller budget":
+        smaller = [b for b in budgets if b < budget] or budgets[:1]
+        other_curve, other_budget = curve, far.selectbox("Budget", smaller, index=len(smaller) - 1, key="pt_ob")
+    else:
+        others = [n for n in names if n != curve] or names
+        other_curve, other_budget = far.selectbox("Checkpoint", others, key="pt_oc", format_func=label.get), budget
+    rows = at_budget(sample_rows(curve), budget)
+    if not rows:
+        st.info(f"No per-sample rows for {curve} at {budget} tokens yet (eval/budget_<checkpoint>.jsonl).")
+        return
+    only = st.radio("Show", FLIPS, horizontal=True, key="pt_only",
+                    help=f"flips: wrong or right at {label[other_curve]}, {other_budget} tokens -> here")
+    table = point_table(rows, at_budget(sample_rows(other_curve), other_budget), only)
+    right_n = sum(bool(r.get("correct")) for r in rows.values())
+    st.caption(f"**{label[curve]}** at **{budget}** tokens: {right_n}/{len(rows)} right, "
+               f"{sum(bool(r.get('truncated')) for r in rows.values())} cut by the budget; "
+               f"{len(table)} shown; *before*: right or wrong at {label[other_curve]}, {other_budget} tokens.")
+    if table.empty:
+        return
+    event = st.dataframe(table, width="stretch", hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="pt_table", height=240)
+    picked_rows = event.selection.rows if event else []
+    line = table.iloc[picked_rows[0] if picked_rows else 0]
+    key = (str(line["problem_id"]), int(line["sample"]))
+    show_sample(rows[key], key, {label[n]: sample_rows(n) for n in names})
+
+
+def show_sample(row: dict, key: tuple[str, int], rows_by_curve: dict[str, list[dict]]) -> None:
+    """One response: the reasoning cut at the budget, then (highlighted) what the cue forced."""
+    reasoning, forced = split_forced(row)
+    verdict = "right" if row.get("correct") else "wrong"
+    st.markdown(f"**{key[0]}**, sample {key[1]}: **{verdict}** (answered {row.get('predicted')!r}, "
+                f"gold {row.get('gold')!r}; {row.get('tokens_used')} tokens" +
+                ("; the budget cut the reasoning, the highlighted part is the forced answer)" if forced else
+                 "; ended within the budget with its own answer)"))
+    def lines(text: str) -> str:
+        return html.escape(text).replace("\n", "<br>")
+
+    st.markdown(f"<div class='point-sample' style='font-family:monospace;font-size:0.9em'>{lines(reasoning)}"
+                f"<mark>{lines(forced)}</mark></div>", unsafe_allow_html=True)
+    st.caption("The same sample at every budget (rows) and checkpoint (columns):")
+    st.dataframe(problem_grid(rows_by_curve, key), width="stretch")
 
 
 view()
