@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
 import pytest
 
 from core.report import views as d
@@ -195,3 +196,28 @@ def test_curve_frames_progress_and_liveness() -> None:
                                               (0, 3, []), (10, 0, [])])
 def test_spread_keeps_ends(n: int, k: int, want: list[int]) -> None:
     assert d.spread(list(range(n)), k) == want
+
+
+def test_smooth_long_is_a_debiased_ema_per_run_and_metric() -> None:
+    from core.report.views import smooth_long
+
+    frame = pd.DataFrame({"run": ["a"] * 3 + ["b"], "step": [1, 2, 3, 1], "metric": ["m"] * 4,
+                          "value": [0.0, 1.0, 1.0, 5.0]})
+    out = smooth_long(frame, 0.5)
+    a = list(out[out.run == "a"].value)
+    assert a[0] == 0.0  # debiased: the first point is the first value
+    assert a[1] == pytest.approx((0.5 * 0 + 1) / 1.5)  # weights 0.5, 1 over values 0, 1
+    assert a[2] == pytest.approx((0.25 * 0 + 0.5 * 1 + 1) / 1.75)
+    assert list(out[out.run == "b"].value) == [5.0]  # another run is smoothed on its own
+    assert list(smooth_long(frame, 0).value) == [0.0, 1.0, 1.0, 5.0]
+    with pytest.raises(ValueError, match="smoothing weight"):
+        smooth_long(frame, 1.0)
+
+
+def test_step_time_long_takes_the_phases_of_step_lines() -> None:
+    from core.report.views import step_time_long
+
+    rows = [{"step": 1, "time/sample_s": 2.0, "time/update_s": 1.0, "eval/time_s": 9.0, "wall_time": 5.0},
+            {"step": 2, "time/sample_s": 3.0, "time/anchor_s": None}, {"time/sample_s": 1.0}]
+    frame = step_time_long(rows)
+    assert frame.values.tolist() == [[1, "sample", 2.0], [1, "update", 1.0], [2, "sample", 3.0]]

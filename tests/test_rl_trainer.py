@@ -269,3 +269,23 @@ def test_lora_effective_deltas_pairs_a_and_b() -> None:
     out = lora_effective_deltas({"m.q.lora_A.default.weight": a, "m.q.lora_B.default.weight": b,
                                  "m.k.lora_A.default.weight": a}, scale=2.0)
     assert set(out) == {"m.q"} and torch.allclose(out["m.q"], 2.0 * b @ a)
+
+
+def test_rollout_metrics_count_zero_variance_groups_and_penalised_samples() -> None:
+    """A group whose samples all got the same reward (all right, all wrong, or wrong and
+    penalised alike) gives RLOO no signal; the share of such groups and of penalised samples
+    is logged per step."""
+    from core.rewards import RewardParts
+    from core.rl.metrics import Rollouts, rollout_metrics
+    from core.types import Completion, Problem
+
+    def part(correct: bool, overlong: bool = False) -> RewardParts:
+        return RewardParts(correct, overlong, False, False, -1.0 if overlong else float(correct))
+
+    groups = [[part(True), part(True)], [part(True), part(False)], [part(False, True), part(False, True)],
+              [part(False), part(False, True)]]
+    r = Rollouts([Problem(str(i), "q", "1") for i in range(4)], [[1]] * 4,
+                 [[Completion("x", (1,), "stop")] * 2 for _ in groups], groups, [[True, True]] * 4, [True] * 4)
+    m = rollout_metrics(r)
+    assert m["rollout/zero_variance_group_frac"] == 0.5  # groups 0 and 2
+    assert m["rollout/penalised_frac"] == 3 / 8

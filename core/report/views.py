@@ -115,6 +115,28 @@ def metrics_long(runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence
     return pd.DataFrame.from_records(records, columns=["run", "step", "metric", "value"])
 
 
+def smooth_long(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
+    """`frame` (metrics_long's) with `value` smoothed per (run, metric) along the steps by an
+    exponential moving average with `weight` on the past, debiased as TensorBoard's (the first
+    points are not pulled towards 0); weight 0 returns the values as they are."""
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out = frame.sort_values(["run", "metric", "step"], ignore_index=True)
+    if weight and not out.empty:
+        out["value"] = out.groupby(["run", "metric"]).value.transform(
+            lambda v: v.ewm(alpha=1 - weight, adjust=True).mean())
+    return out
+
+
+def step_time_long(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Long frame [step, phase, seconds] of an RL run's time per phase ("time/<phase>_s" keys of
+    its step lines: sample, reward, update, anchor, sync_weights, ...), for a stacked chart."""
+    records = [(row["step"], k[len("time/"):-len("_s")], float(v)) for row in rows
+               if isinstance(row.get("step"), int) for k, v in row.items()
+               if k.startswith("time/") and k.endswith("_s") and _is_number(v)]
+    return pd.DataFrame.from_records(records, columns=["step", "phase", "seconds"])
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -64,6 +64,9 @@ def rollout_metrics(r: Rollouts) -> dict[str, float]:
         "rollout/group_all_solved_frac": sum(s == 1 for s in solved) / len(solved),
         "rollout/len_mean": sum(lengths) / n, "rollout/len_max": max(lengths), "rollout/tokens": sum(lengths),
         "rollout/truncated_frac": sum(c.finish_reason == "length" for c in comps) / n,
+        # groups whose samples all got the same reward: RLOO gives them no signal
+        "rollout/zero_variance_group_frac": sum(len({p.reward for p in g}) == 1 for g in r.parts) / len(r.parts),
+        "rollout/penalised_frac": sum(p.penalised for p in parts) / n,
         "penalty/overlong": sum(p.overlong for p in parts), "penalty/repetitive": sum(p.repetitive for p in parts),
         "penalty/garbled": sum(p.garbled for p in parts),
         "oversample/drawn": n, "oversample/kept": sum(sum(k) for k in r.kept),
