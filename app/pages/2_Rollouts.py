@@ -1,6 +1,8 @@
 """RL rollouts of one step: one prompt's samples side by side with reward parts, advantage,
-finish reason, token count and whether oversampling kept it; filters and text search; the
-same prompt at another step (second step picker, or a link: ?run=&step=&prompt=)."""
+finish reason, token count and whether oversampling kept it; each response's tokens coloured by
+their log-prob where the run stored them (hover: the value); prompts whose samples all got the
+same reward (no RLOO signal) flagged and counted; filters and text search; the same prompt at
+another step (second step picker, or a link: ?run=&step=&prompt=)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import streamlit as st  # noqa: E402
 
 from app.common import load_sample_steps, load_samples, page_header, pick_run  # noqa: E402
+from core.report.rollouts import no_signal_prompts, strip_html, strip_pieces  # noqa: E402
 from core.report.views import (  # noqa: E402
     PENALTIES,
     SAMPLE_TAGS,
@@ -42,12 +45,19 @@ for reason in skipped:
     st.warning(f"Left out: {reason}")
 
 over = step_overview(rows)
-cols = st.columns(5)
+silent = no_signal_prompts(rows)
+cols = st.columns(6)
 cols[0].metric("samples", over["samples"])
 cols[1].metric("accuracy", f"{over['acc']:.1%}")
 cols[2].metric("mean reward", f"{over['reward_mean']:+.3f}")
 cols[3].metric("truncated", f"{over['truncated_frac']:.1%}")
 cols[4].metric("kept", f"{over['kept_frac']:.1%}")
+cols[5].metric("prompts with no signal", f"{len(silent)} / {len({r.get('problem_id') for r in rows})}",
+               help="all samples of the prompt got the same reward: RLOO gives them zero advantage")
+has_strip = any(r.get("tokens") for r in rows)
+colour = st.sidebar.toggle("Colour tokens by log-prob", value=has_strip, disabled=not has_strip,
+                           help="deeper orange: less likely under the policy (hover a token for its value)"
+                           if has_strip else "this run's rollouts stored no per-token log-probs")
 
 left, right = st.columns([2, 3])
 tags = left.multiselect("Show samples that are (any of)", SAMPLE_TAGS, key="tags")
@@ -59,7 +69,8 @@ if not prompts:
     st.stop()
 ids = [p["problem_id"] for p in prompts]
 labels = {p["problem_id"]: f"{p['question']}  ·  {p['correct']}/{p['n']} correct, "
-          f"reward {p['reward_mean']:+.2f}" for p in prompts}
+          f"reward {p['reward_mean']:+.2f}" + ("  ·  no signal" if p["problem_id"] in silent else "")
+          for p in prompts}
 wanted = st.query_params.get("prompt")
 prompt = st.selectbox(f"Prompt ({len(ids)} with matching samples)", ids,
                       index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get)
@@ -77,11 +88,16 @@ def sample_cards(samples: list[dict]) -> None:
             box.caption(f"reward {s.get('reward', 0):+.2f} · advantage {s.get('advantage') or 0:+.3f} · "
                         f"{s.get('num_tokens')} tokens · finish {s.get('finish_reason')} · "
                         f"{'kept' if is_kept(s) else 'not kept'} · {'used' if s.get('used', True) else 'unused'}")
-            box.code(s.get("response", ""), language=None, wrap_lines=True)
+            pieces = strip_pieces(s) if colour else None
+            if pieces is None:
+                box.code(s.get("response", ""), language=None, wrap_lines=True)
+            else:
+                done = sum(len(p) for p, _ in pieces)
+                box.markdown(strip_html(pieces, str(s.get("response", ""))[done:]), unsafe_allow_html=True)
 
 
 samples = prompt_samples(shown, prompt)
-st.subheader(f"Step {step}: {len(samples)} samples")
+st.subheader(f"Step {step}: {len(samples)} samples" + (" · no signal (all rewards equal)" if prompt in silent else ""))
 sample_cards(samples)
 
 st.subheader("Same prompt at another step")

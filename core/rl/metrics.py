@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.rewards import RewardParts
+from core.sampling.text import piece_lengths
+from core.strip import encode_strip
 from core.types import Completion, Problem
 
 
@@ -74,9 +77,18 @@ def rollout_metrics(r: Rollouts) -> dict[str, float]:
     }
 
 
-def rollout_rows(r: Rollouts, adv: Sequence[float]) -> list[dict]:
+def token_strip(c: Completion, tokenizer: Any, texts: Sequence[str] | None) -> dict | None:
+    """The row's per-token log-probs (`core.strip`), when the sampler reported them."""
+    if c.token_logprobs is None or tokenizer is None or texts is None:
+        return None
+    return encode_strip(c.token_logprobs, piece_lengths(tokenizer, c.token_ids, c.text, texts))
+
+
+def rollout_rows(r: Rollouts, adv: Sequence[float], tokenizer: Any = None,
+                 texts: Sequence[str] | None = None) -> list[dict]:
     """One row per drawn sample; `adv` holds the kept samples' advantages in kept_flat order
-    (a row that was not kept has advantage None)."""
+    (a row that was not kept has advantage None). With `tokenizer` and `texts` (each token id's
+    text: `core.sampling.text.token_texts`), rows keep their per-token log-probs compactly."""
     rows, i = [], 0
     for g, (p, group, parts) in enumerate(zip(r.problems, r.groups, r.parts)):
         for c, part, kept in zip(group, parts, r.kept[g]):
@@ -86,5 +98,6 @@ def rollout_rows(r: Rollouts, adv: Sequence[float]) -> list[dict]:
             rows.append({"problem_id": p.id, "question": p.question, "sample": c.sample_index, "response": c.text,
                          "num_tokens": c.num_tokens, "finish_reason": c.finish_reason, "correct": part.correct,
                          "overlong": part.overlong, "repetitive": part.repetitive, "garbled": part.garbled,
-                         "reward": part.reward, "advantage": a, "kept": kept, "used": kept and r.used[g]})
+                         "reward": part.reward, "advantage": a, "kept": kept, "used": kept and r.used[g],
+                         "tokens": token_strip(c, tokenizer, texts)})
     return rows

@@ -26,7 +26,7 @@ from core.rl.batch import RolloutBatch, forward_stats, logprobs_no_grad, pack, p
 from core.rl.metrics import PhaseTimer, Rollouts, rollout_metrics, rollout_rows
 from core.rl.oversample import all_equal, select_groups
 from core.sampling.protocol import Sampler, derive_seed
-from core.sampling.text import encode_prompts
+from core.sampling.text import encode_prompts, token_texts
 from core.tasks import Task
 from core.types import Completion, Problem
 
@@ -52,6 +52,7 @@ class Trainer:
         # auto: on CPU a pass over fewer tokens runs faster per token, down to about 4096 (smaller
         # was slower again; docs/perf_log.md); no cap on a GPU
         self.pass_tokens = cfg.pass_tokens if cfg.pass_tokens >= 0 else (4096 if self.device == "cpu" else 0)
+        self._token_texts: list[str] | None = None
 
     def _epoch_order(self, epoch: int) -> list[int]:
         """The shuffled problem order of `epoch` (a pure function of seed and epoch; cached)."""
@@ -216,7 +217,9 @@ class Trainer:
             self.anchor.update(self.policy, self.step_idx)
         metrics = {"step": self.step_idx, **rollout_metrics(r), **kl_stats, **upd, **timer.seconds}
         metrics["perf/sampled_tokens_per_s"] = metrics["rollout/tokens"] / max(timer.seconds["time/sample_s"], 1e-9)
-        return metrics, rollout_rows(r, adv.view(-1).tolist())
+        if self._token_texts is None:  # each token id's text, once: the rows' per-token strips
+            self._token_texts = token_texts(self.tok)
+        return metrics, rollout_rows(r, adv.view(-1).tolist(), self.tok, self._token_texts)
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:

@@ -39,6 +39,28 @@ def token_texts(tokenizer: Any) -> list[str]:
     return tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)
 
 
+def piece_lengths(tokenizer: Any, ids: Sequence[int], text: str, texts: Sequence[str]) -> list[int] | None:
+    """Characters of `text` each token of `ids` adds (`texts`: `token_texts(tokenizer)`), or None
+    when the tokens do not spell `text`. Where the tokens' own texts do not add up to `text`
+    (a decoder that puts spaces between tokens, a byte-level token that alone is a partial
+    character), each token's share is what it adds to the decoding of the 3 tokens before it:
+    a character split over bytes goes to the token that completes it."""
+    pieces = [texts[i] if 0 <= i < len(texts) else "" for i in ids]
+    lengths = [len(p) for p in pieces]
+    if sum(lengths) == len(text) and "\ufffd" not in text:
+        return lengths
+    if pieces and sum(lengths) + len(pieces) - 1 == len(text) and " ".join(pieces) == text:
+        return [lengths[0]] + [k + 1 for k in lengths[1:]]  # a decoder that puts a space between tokens
+    out, before = [], 0
+    for k in range(len(ids)):
+        a = max(0, k - 3)
+        now = len(decode_text(tokenizer, ids[a : k + 1]))
+        before = len(decode_text(tokenizer, ids[a:k])) if a else before
+        out.append(max(0, now - before))
+        before = now
+    return out if sum(out) == len(text) else None
+
+
 def tokens_containing(tokenizer: Any, stops: Sequence[str], texts: Sequence[str] | None = None) -> list[bool]:
     """Per token id of `tokenizer`: whether the token's text alone contains a stop string
     (`texts`: `token_texts(tokenizer)` when the caller has them)."""

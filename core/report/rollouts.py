@@ -1,0 +1,43 @@
+"""Rollout views beyond the text: the per-token log-prob strip and the groups that give RLOO
+no signal. Pure functions over rollout rows (core.rl.metrics.rollout_rows); no torch."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from core.strip import decode_strip
+
+# log-probs at or above this are drawn plain; below it the background deepens down to FLOOR
+PLAIN_LP = -0.1
+FLOOR_LP = -6.0
+
+
+def strip_pieces(row: Mapping[str, Any]) -> list[tuple[str, float]] | None:
+    """[(token text, log-prob)] of a rollout row that stored them, else None."""
+    return decode_strip(row.get("tokens"), str(row.get("response") or ""))
+
+
+def strip_html(pieces: Sequence[tuple[str, float]], rest: str = "") -> str:
+    """HTML of a response with each token's background by its log-prob (white: confident, deep
+    orange: improbable under the policy) and its log-prob and probability on hover; `rest`, text
+    past the stored tokens, plain."""
+    spans = []
+    for text, lp in pieces:
+        depth = 0.0 if lp >= PLAIN_LP else min(1.0, (PLAIN_LP - lp) / (PLAIN_LP - FLOOR_LP))
+        body = html.escape(text).replace("\n", "<br>")
+        spans.append(f'<span class="tok" title="log p {lp:.2f} (p {math.exp(lp):.2f})" '
+                     f'style="background:rgba(255,120,0,{0.85 * depth:.2f})">{body}</span>')
+    tail = html.escape(rest).replace("\n", "<br>")
+    return ('<div class="token-strip" style="font-family:monospace;font-size:.85em;line-height:1.6">'
+            + "".join(spans) + tail + "</div>")
+
+
+def no_signal_prompts(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Prompts whose samples all got the same reward (RLOO advantages all zero)."""
+    rewards: dict[str, set] = {}
+    for r in rows:
+        rewards.setdefault(str(r.get("problem_id")), set()).add(r.get("reward"))
+    return {pid for pid, got in rewards.items() if len(got) == 1}
