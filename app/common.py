@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on t
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from core.report.views import trace_step_stats, usable_curve, usable_rollout  # noqa: E402
+from core.report.views import logged_trace_stats, trace_step_stats, usable_curve, usable_rollout  # noqa: E402
 from core.store import Run, StoreError, list_runs  # noqa: E402
 
 FileKey = tuple[str, int, int, int]
@@ -125,7 +125,11 @@ def run_summary(run: Run, skipped: list[str]) -> dict | None:
 
 
 def load_trace_stats(run: Run, steps: list[int], task: str | None) -> pd.DataFrame:
-    """Per-step structure stats of the rollouts of `steps` (core.report.views.trace_step_stats)."""
+    """Per-step structure stats of the rollouts of `steps`: the "trace/..." metrics the RL loop
+    logged, else (runs from before) parsed from the rollouts (core.report.views.trace_step_stats)."""
+    logged = logged_trace_stats(load_metrics(run), steps)
+    if logged is not None:
+        return logged
     keys = tuple(file_key(run.samples_path(s)) for s in steps)
     return _trace_stats(str(run.path), tuple(steps), task, keys)
 

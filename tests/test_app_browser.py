@@ -58,6 +58,11 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> I
     for step in range(1, 5):
         varied.append_samples(step, _rollouts(step, problems, traces, k=step + 1))
         varied.log_metrics({"step": step, "reward/mean": 0.1 * step})
+    # an RL run by the lab's own code: rollout rows with their per-token log-probs
+    run_command("rl", {"rl.init": str(tiny_model_dir), "rl.steps": 2, "rl.prompts_per_step": 2,
+                       "rl.num_generations": 4, "rl.micro_batch_size": 8, "rl.sampling.max_new_tokens": 24,
+                       "eval.num_problems": 4, "eval.sampling.max_new_tokens": 8},
+                runs, say=lambda s: None, progress=False, run_id="rl-real")
     # a budget sweep by the lab's own code: its curve and the per-sample rows behind each point
     run_command("budget", {"model.name": str(tiny_model_dir), **BUDGET}, runs, say=lambda s: None,
                 progress=False, run_id="budget-b")
@@ -176,3 +181,24 @@ def test_traces_per_step_charts_draw_their_data(app_url: str, browser, tmp_path:
         assert len(axis.find_elements(By.CSS_SELECTOR, "g.mark-text text")) >= 3  # tick labels
         lines = chart.find_elements(By.CSS_SELECTOR, "g.mark-line path")
         assert max(line.size["height"] for line in lines) >= 20  # the data varies on screen
+
+
+def test_rollout_tokens_coloured_by_their_logprobs(app_url: str, browser, tmp_path: Path) -> None:
+    """A real RL run's rollouts show each token on a background by its log-prob, the value on hover."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{app_url}/Rollouts?run=rl-real&step=1")
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".token-strip span.tok"))
+    time.sleep(1)
+    _shot(browser, tmp_path, "token_strip")
+    tokens = browser.find_elements(By.CSS_SELECTOR, ".token-strip span.tok")
+    titles = [t.get_attribute("title") for t in tokens]
+    assert all(re.fullmatch(r"log p -?\d+\.\d\d \(p \d\.\d\d\)", t) for t in titles), titles[:5]
+    lps = [float(t.split()[2]) for t in titles]
+    assert min(lps) < -0.5  # a randomly initialised policy is unsure of many of its tokens
+    shaded = [t for t in tokens if t.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "rgba(255, 120, 0, 0)")]
+    assert shaded, "improbable tokens are shaded"
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')

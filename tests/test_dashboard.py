@@ -221,3 +221,19 @@ def test_step_time_long_takes_the_phases_of_step_lines() -> None:
             {"step": 2, "time/sample_s": 3.0, "time/anchor_s": None}, {"time/sample_s": 1.0}]
     frame = step_time_long(rows)
     assert frame.values.tolist() == [[1, "sample", 2.0], [1, "update", 1.0], [2, "sample", 3.0]]
+
+
+def test_logged_trace_stats_stand_in_for_parsing_the_rollouts() -> None:
+    """The RL loop logs the per-step structure ("trace/..."): the Traces chart reads them, and
+    parses the rollouts only for runs that lack them at some step."""
+    task = PairSumTask()
+    p = task.problems("train", 1)[0]
+    rows = [_row(response=synthesize_trace(p, random.Random(s), "t1", 0.9, 0.1)["response"], correct=s % 2 == 0)
+            for s in range(6)]
+    parsed = d.trace_step_stats({3: rows}, "pairsum")
+    from core.tasks import trace_stats
+
+    logged = {"step": 3, **trace_stats([d.trace_features(r, "pairsum") for r in rows])}
+    frame = d.logged_trace_stats([{"step": 1, "reward/mean": 0.0}, logged], [3])
+    assert frame is not None and frame.values.tolist() == parsed.values.tolist()
+    assert d.logged_trace_stats([logged], [1, 3]) is None  # step 1 lacks them

@@ -271,12 +271,11 @@ def test_lora_effective_deltas_pairs_a_and_b() -> None:
     assert set(out) == {"m.q"} and torch.allclose(out["m.q"], 2.0 * b @ a)
 
 
-def test_rollout_metrics_count_zero_variance_groups_and_penalised_samples() -> None:
-    """A group whose samples all got the same reward (all right, all wrong, or wrong and
-    penalised alike) gives RLOO no signal; the share of such groups and of penalised samples
-    is logged per step."""
+def test_rollout_metrics_count_penalised_samples_and_groups_without_signal() -> None:
+    """The share of penalised samples is logged per step, and that of groups whose advantages
+    are all 0 (RLOO learns nothing from them; an all-penalised group still has -1s)."""
     from core.rewards import RewardParts
-    from core.rl.metrics import Rollouts, rollout_metrics
+    from core.rl.metrics import Rollouts, no_signal_frac, rollout_metrics
     from core.types import Completion, Problem
 
     def part(correct: bool, overlong: bool = False) -> RewardParts:
@@ -286,6 +285,5 @@ def test_rollout_metrics_count_zero_variance_groups_and_penalised_samples() -> N
               [part(False), part(False, True)]]
     r = Rollouts([Problem(str(i), "q", "1") for i in range(4)], [[1]] * 4,
                  [[Completion("x", (1,), "stop")] * 2 for _ in groups], groups, [[True, True]] * 4, [True] * 4)
-    m = rollout_metrics(r)
-    assert m["rollout/zero_variance_group_frac"] == 0.5  # groups 0 and 2
-    assert m["rollout/penalised_frac"] == 3 / 8
+    assert rollout_metrics(r)["rollout/penalised_frac"] == 3 / 8
+    assert no_signal_frac([0.0, 0.0, 0.5, -0.5, -1.0, -1.0, 0.0, 0.0], 4) == 0.5  # groups 0 and 3

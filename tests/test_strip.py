@@ -62,6 +62,7 @@ def test_strip_html_colours_improbable_tokens_and_escapes() -> None:
     assert 'rgba(255,120,0,0.00)">try' in page and 'rgba(255,120,0,0.85)"><br>ok' in page  # plain, deepest
     assert 'title="log p -3.00 (p 0.05)"' in page
     assert strip_pieces({"response": "x"}) is None
-    rows = [{"problem_id": "a", "reward": 1.0}, {"problem_id": "a", "reward": 1.0},
-            {"problem_id": "b", "reward": 1.0}, {"problem_id": "b", "reward": -1.0}]
-    assert no_signal_prompts(rows) == {"a"}
+    rows = [{"problem_id": "a", "advantage": 0.0}, {"problem_id": "a", "advantage": None},
+            {"problem_id": "b", "advantage": 0.0}, {"problem_id": "b", "advantage": -1.0},
+            {"problem_id": "c", "advantage": -1.0}, {"problem_id": "c", "advantage": -1.0}]
+    assert no_signal_prompts(rows) == {"a"}  # c: all penalised, still pushed down

@@ -1,6 +1,6 @@
 """Training curves from metrics.jsonl: pick metrics, overlay runs (altair, one panel per metric),
 smoothed on request (the raw values stay drawn, faint); for an RL run, the share of groups that
-give RLOO no signal (all samples the same reward) and of penalised samples per step, and the
+give RLOO no signal (every advantage 0) and of penalised samples per step, and the
 step's time per phase, stacked. Refreshes by itself every few seconds while a chosen run runs.
 """
 
@@ -44,7 +44,7 @@ default = groups[group] if group in groups else [k for k in DEFAULT_METRICS if k
 metrics = st.multiselect("Metrics", keys, default=default, key="metrics")
 weight = st.sidebar.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, help="exponential moving average, weight on the past "
                            "(as TensorBoard's); the raw values stay drawn, faint")
-SIGNAL = ("rollout/zero_variance_group_frac", "rollout/penalised_frac")
+SIGNAL = ("rollout/no_signal_group_frac", "rollout/penalised_frac")
 live = any(by_id[rid].status() == "running" for rid in chosen)
 
 

@@ -1,7 +1,7 @@
 """RL rollouts of one step: one prompt's samples side by side with reward parts, advantage,
 finish reason, token count and whether oversampling kept it; each response's tokens coloured by
-their log-prob where the run stored them (hover: the value); prompts whose samples all got the
-same reward (no RLOO signal) flagged and counted; filters and text search; the same prompt at
+their log-prob where the run stored them (hover: the value); prompts whose kept samples all have
+advantage 0 (no RLOO signal) flagged and counted; filters and text search; the same prompt at
 another step (second step picker, or a link: ?run=&step=&prompt=)."""
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ cols[2].metric("mean reward", f"{over['reward_mean']:+.3f}")
 cols[3].metric("truncated", f"{over['truncated_frac']:.1%}")
 cols[4].metric("kept", f"{over['kept_frac']:.1%}")
 cols[5].metric("prompts with no signal", f"{len(silent)} / {len({r.get('problem_id') for r in rows})}",
-               help="all samples of the prompt got the same reward: RLOO gives them zero advantage")
+               help="every kept sample of the prompt has advantage 0 (the same reward, none penalised): "
+               "RLOO learns nothing from it")
 has_strip = any(r.get("tokens") for r in rows)
 colour = st.sidebar.toggle("Colour tokens by log-prob", value=has_strip, disabled=not has_strip,
                            help="deeper orange: less likely under the policy (hover a token for its value)"
@@ -97,7 +98,7 @@ def sample_cards(samples: list[dict]) -> None:
 
 
 samples = prompt_samples(shown, prompt)
-st.subheader(f"Step {step}: {len(samples)} samples" + (" · no signal (all rewards equal)" if prompt in silent else ""))
+st.subheader(f"Step {step}: {len(samples)} samples" + (" · no signal (every advantage 0)" if prompt in silent else ""))
 sample_cards(samples)
 
 st.subheader("Same prompt at another step")

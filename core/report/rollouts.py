@@ -1,5 +1,5 @@
 """Rollout views beyond the text: the per-token log-prob strip and the groups that give RLOO
-no signal. Pure functions over rollout rows (core.rl.metrics.rollout_rows); no torch."""
+no signal (every advantage 0). Pure functions over rollout rows (core.rl.metrics.rollout_rows); no torch."""
 
 from __future__ import annotations
 
@@ -36,8 +36,14 @@ def strip_html(pieces: Sequence[tuple[str, float]], rest: str = "") -> str:
 
 
 def no_signal_prompts(rows: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Prompts whose samples all got the same reward (RLOO advantages all zero)."""
-    rewards: dict[str, set] = {}
+    """Prompts whose kept samples all have advantage 0: RLOO gives them no signal (all rewards
+    equal and none penalised, or dropped by dynamic filtering). Rows without an advantage (not
+    kept) do not count."""
+    signal: dict[str, bool] = {}
     for r in rows:
-        rewards.setdefault(str(r.get("problem_id")), set()).add(r.get("reward"))
-    return {pid for pid, got in rewards.items() if len(got) == 1}
+        a = r.get("advantage")
+        pid = str(r.get("problem_id"))
+        signal.setdefault(pid, False)
+        if isinstance(a, int | float) and abs(a) >= 1e-8:
+            signal[pid] = True
+    return {pid for pid, has in signal.items() if not has}

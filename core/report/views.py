@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.tasks import reflection_words, trace_parser
+from core.tasks import response_features, trace_stats
 from core.types import Trace, TraceStep
 
 PENALTIES = ("overlong", "repetitive", "garbled")
@@ -212,12 +212,11 @@ def trace_features(row: Mapping[str, Any], task_name: str | None) -> dict[str, A
     """Structure counts of one response row: attempts, failed, reflections, verification.
 
     A row without "correct" is a teacher's trace, correct by construction."""
-    text = str(row.get("response", ""))
-    trace = trace_parser(task_name)(text)
-    return {"attempts": trace.num_attempts, "failed_attempts": trace.num_failed_attempts,
-            "reflections": trace.num_reflections, "reflection_words": reflection_words(text, task_name),
-            "verified": trace.has_verification,
-            "failed_then_fixed": trace.failed_then_fixed(bool(row.get("correct", True)))}
+    return response_features(str(row.get("response", "")), bool(row.get("correct", True)), task_name)
+
+
+# the per-step structure chart: the "trace/..." metrics (logged by RL) and their short names
+TRACE_STATS = ("failed_then_fixed_frac", "reflection_frac", "verified_frac", "reflection_words_mean")
 
 
 def trace_step_stats(rows_by_step: Mapping[int, Sequence[Mapping[str, Any]]],
@@ -226,17 +225,22 @@ def trace_step_stats(rows_by_step: Mapping[int, Sequence[Mapping[str, Any]]],
     attempt, with any reflection word, with a verification, and reflection words per response."""
     records = []
     for step, rows in sorted(rows_by_step.items()):
-        if not rows:
-            continue
-        feats = [trace_features(r, task_name) for r in rows]
-        n = len(feats)
-        records += [
-            (step, "failed_then_fixed_frac", sum(f["failed_then_fixed"] for f in feats) / n),
-            (step, "reflection_frac", sum(f["reflection_words"] > 0 for f in feats) / n),
-            (step, "verified_frac", sum(f["verified"] for f in feats) / n),
-            (step, "reflection_words_mean", sum(f["reflection_words"] for f in feats) / n),
-        ]
+        if rows:
+            stats = trace_stats([trace_features(r, task_name) for r in rows])
+            records += [(step, name, stats[f"trace/{name}"]) for name in TRACE_STATS]
     return pd.DataFrame.from_records(records, columns=["step", "stat", "value"])
+
+
+def logged_trace_stats(metrics: Iterable[Mapping[str, Any]], steps: Iterable[int]) -> pd.DataFrame | None:
+    """The same frame from the "trace/..." metrics an RL run logged at `steps`; None when a step
+    lacks them (runs from before they were logged: the rollouts are parsed instead)."""
+    by_step = {row["step"]: row for row in metrics
+               if isinstance(row.get("step"), int) and all(f"trace/{n}" in row for n in TRACE_STATS)}
+    wanted = sorted(set(steps))
+    if not wanted or any(s not in by_step for s in wanted):
+        return None
+    return pd.DataFrame.from_records([(s, n, float(by_step[s][f"trace/{n}"])) for s in wanted for n in TRACE_STATS],
+                                     columns=["step", "stat", "value"])
 
 
 def filter_traces(rows: Iterable[dict], task_name: str | None, only: str = "all",

@@ -67,14 +67,20 @@ def rollout_metrics(r: Rollouts) -> dict[str, float]:
         "rollout/group_all_solved_frac": sum(s == 1 for s in solved) / len(solved),
         "rollout/len_mean": sum(lengths) / n, "rollout/len_max": max(lengths), "rollout/tokens": sum(lengths),
         "rollout/truncated_frac": sum(c.finish_reason == "length" for c in comps) / n,
-        # groups whose samples all got the same reward: RLOO gives them no signal
-        "rollout/zero_variance_group_frac": sum(len({p.reward for p in g}) == 1 for g in r.parts) / len(r.parts),
         "rollout/penalised_frac": sum(p.penalised for p in parts) / n,
         "penalty/overlong": sum(p.overlong for p in parts), "penalty/repetitive": sum(p.repetitive for p in parts),
         "penalty/garbled": sum(p.garbled for p in parts),
         "oversample/drawn": n, "oversample/kept": sum(sum(k) for k in r.kept),
         "oversample/dropped_groups": sum(not u for u in r.used),
     }
+
+
+def no_signal_frac(adv: Sequence[float], groups: int) -> float:
+    """Share of the groups whose kept samples all have advantage 0 (`adv`: per kept sample,
+    group-major, the same number per group): RLOO gives them no signal (all rewards equal and
+    none penalised, or a group dynamic filtering dropped)."""
+    per = len(adv) // max(groups, 1)
+    return sum(all(abs(a) < 1e-8 for a in adv[g * per : (g + 1) * per]) for g in range(groups)) / max(groups, 1)
 
 
 def token_strip(c: Completion, tokenizer: Any, texts: Sequence[str] | None) -> dict | None:

@@ -23,11 +23,11 @@ from core.rewards import repeat_rule, score
 from core.rl import algos
 from core.rl.anchor import Anchor, adapter_params
 from core.rl.batch import RolloutBatch, forward_stats, logprobs_no_grad, pack, place_logprobs
-from core.rl.metrics import PhaseTimer, Rollouts, rollout_metrics, rollout_rows
+from core.rl.metrics import PhaseTimer, Rollouts, no_signal_frac, rollout_metrics, rollout_rows
 from core.rl.oversample import all_equal, select_groups
 from core.sampling.protocol import Sampler, derive_seed
 from core.sampling.text import encode_prompts, token_texts
-from core.tasks import Task
+from core.tasks import Task, response_features, trace_stats
 from core.types import Completion, Problem
 
 
@@ -215,11 +215,16 @@ class Trainer:
         self.step_idx += 1
         with timer("anchor"):
             self.anchor.update(self.policy, self.step_idx)
-        metrics = {"step": self.step_idx, **rollout_metrics(r), **kl_stats, **upd, **timer.seconds}
+        per_sample = adv.view(-1).tolist()
+        structure = trace_stats([response_features(c.text, p.correct, self.task.name)
+                                 for group, parts in zip(r.groups, r.parts) for c, p in zip(group, parts)])
+        metrics = {"step": self.step_idx, **rollout_metrics(r),
+                   "rollout/no_signal_group_frac": no_signal_frac(per_sample, len(r.groups)),
+                   **structure, **kl_stats, **upd, **timer.seconds}
         metrics["perf/sampled_tokens_per_s"] = metrics["rollout/tokens"] / max(timer.seconds["time/sample_s"], 1e-9)
         if self._token_texts is None:  # each token id's text, once: the rows' per-token strips
             self._token_texts = token_texts(self.tok)
-        return metrics, rollout_rows(r, adv.view(-1).tolist(), self.tok, self._token_texts)
+        return metrics, rollout_rows(r, per_sample, self.tok, self._token_texts)
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:

@@ -6,8 +6,9 @@ benchmark short name, a hub id or a local .jsonl). Torch-free.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from core.config import TaskConfig
 from core.tasks import math as math_task
@@ -73,3 +74,23 @@ def reflection_words(text: str, task_name: str | None) -> int:
     alternatively, let me check, hmm, but, mistake ...)."""
     pattern = pairsum.REFLECTION_RE if task_name == "pairsum" else math_task.REFLECTION_RE
     return len(pattern.findall(text))
+
+
+def response_features(text: str, correct: bool, task_name: str | None) -> dict[str, Any]:
+    """Structure counts of one response: attempts, failed attempts, reflections, reflection
+    words, whether it verifies, and whether a failed attempt was fixed (`correct`: its verdict)."""
+    trace = trace_parser(task_name)(text)
+    return {"attempts": trace.num_attempts, "failed_attempts": trace.num_failed_attempts,
+            "reflections": trace.num_reflections, "reflection_words": reflection_words(text, task_name),
+            "verified": trace.has_verification, "failed_then_fixed": trace.failed_then_fixed(correct)}
+
+
+def trace_stats(features: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per-step structure of responses (`response_features` of each), as metrics: the share with a
+    failed-then-fixed attempt, with any reflection word, with a verification, and reflection
+    words per response."""
+    n = max(len(features), 1)
+    return {"trace/failed_then_fixed_frac": sum(f["failed_then_fixed"] for f in features) / n,
+            "trace/reflection_frac": sum(f["reflection_words"] > 0 for f in features) / n,
+            "trace/verified_frac": sum(bool(f["verified"]) for f in features) / n,
+            "trace/reflection_words_mean": sum(f["reflection_words"] for f in features) / n}
