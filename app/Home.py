@@ -15,10 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-from app.common import page_header, run_config, run_summary  # noqa: E402
+from app.common import follow, page_header, run_config, run_summary  # noqa: E402
 from core.report.views import config_diff, drop_empty_columns, run_row  # noqa: E402
+from core.store import list_runs  # noqa: E402
 
 runs = page_header("Runs")
+runs_dir = st.session_state["runs_dir"]
+follow(lambda: tuple((r.id, r.status()) for r in list_runs(runs_dir)))  # runs that start or end
 if not runs:
     st.stop()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,38 @@ def task_name(run: Run) -> str | None:
         return None
 
 
+FOLLOW_S = 3  # how often a page looks for new runs and steps
+
+
+def follow(signature: Callable[[], Any], every: float = FOLLOW_S) -> None:
+    """Rerun the whole page when `signature()` (say, the run ids and a run's steps) changes,
+    checked every `every` seconds: the run pickers and step sliders, outside any fragment, then
+    offer what was written since the page was drawn."""
+    first = signature()
+
+    @st.fragment(run_every=every)
+    def watch() -> None:
+        if signature() != first:
+            st.rerun()
+
+    watch()
+
+
+def run_ids(runs_dir: str | Path) -> tuple[str, ...]:
+    """The ids of the runs in a folder (what `follow` watches for a run that starts)."""
+    return tuple(r.id for r in list_runs(runs_dir))
+
+
+def default_run(runs: list[Run]) -> int:
+    """Index of the run a page opens on: the newest running one, else the newest."""
+    return next((i for i, r in enumerate(runs) if r.status() == "running"), 0)
+
+
 def pick_run(label: str, runs: list[Run], param: str = "run", key: str | None = None) -> Run:
-    """A run selectbox in the sidebar; its default comes from the ?run= query parameter."""
+    """A run selectbox in the sidebar; its default comes from the ?run= query parameter, else
+    the newest running run, else the newest."""
     ids = [r.id for r in runs]
     wanted = st.query_params.get(param)
-    index = ids.index(wanted) if wanted in ids else 0
+    index = ids.index(wanted) if wanted in ids else default_run(runs)
     chosen = st.sidebar.selectbox(label, ids, index=index, key=key)
     return runs[ids.index(chosen)]

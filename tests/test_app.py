@@ -239,7 +239,7 @@ def test_inference_scaling_curves(runs_dir: Path, monkeypatch) -> None:
     at = _app("pages/4_Inference_scaling.py", runs_dir, monkeypatch)
     assert not at.exception
     captions = " ".join(c.value for c in at.caption)
-    assert "4/4 budgets · complete" in captions and "2/4 budgets · running" in captions
+    assert "4/4 budgets · complete" in captions and "2/4 budgets · scoring the budgets" in captions
 
 
 def test_app_imports_no_torch(runs_dir: Path) -> None:
@@ -283,7 +283,7 @@ def test_pages_see_appended_metrics_and_a_rewritten_curve(tmp_path: Path, monkey
     training = _app("pages/1_Training.py", tmp_path, monkeypatch)
     scaling = _app("pages/4_Inference_scaling.py", tmp_path, monkeypatch)
     assert "kl/anchor" not in training.multiselect(key="metrics").options
-    assert any("1/3 budgets · running" in c.value for c in scaling.caption)
+    assert any("1/3 budgets · scoring the budgets" in c.value for c in scaling.caption)
 
     run.log_metrics({"step": 2, "reward/mean": 0.2, "kl/anchor": 0.01})
     run.write_curve("final", _curve("final", "final", [16, 32, 64], 3, parallel=False))
@@ -336,7 +336,7 @@ def test_malformed_curve_files_hide_only_themselves(malformed_dir: Path, monkeyp
     at = _app("pages/4_Inference_scaling.py", malformed_dir, monkeypatch)
     assert not at.exception, [e.message for e in at.exception]
     captions = " ".join(c.value for c in at.caption)
-    assert "4/4 budgets · complete" in captions and "2/4 budgets · running" in captions
+    assert "4/4 budgets · complete" in captions and "2/4 budgets · scoring the budgets" in captions
     warnings = " ".join(w.value for w in at.warning)
     assert "garbage.json" in warnings and "wrong_shape.json" in warnings
 

@@ -202,3 +202,48 @@ def test_rollout_tokens_coloured_by_their_logprobs(app_url: str, browser, tmp_pa
     shaded = [t for t in tokens if t.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "rgba(255, 120, 0, 0)")]
     assert shaded, "improbable tokens are shaded"
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+
+
+def test_pages_follow_runs_being_written(app_url: str, browser, tmp_path: Path) -> None:
+    """Without a reload: a run that starts after the page opened is listed, and the Rollouts
+    page of a running run moves to each new step as it is written."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from core.store import new_run
+    from core.synth.programmatic import synthesize
+    from core.tasks.pairsum import PairSumTask
+    from tests.test_app import TASK_CFG, _rollouts
+
+    runs = Path(browser_runs_dir(app_url, browser))
+    problems = PairSumTask().problems("train", 4)
+    traces = list(synthesize(problems, "t1", 0.85, 0.15, seed=0))
+    wait = WebDriverWait(browser, 60)
+
+    browser.get(f"{app_url}/Training")
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')))
+    time.sleep(2)
+    live = new_run(runs, "rl", {"task": TASK_CFG}, run_id="rl-live")  # this process: running
+    live.log_metrics({"step": 1, "reward/mean": 0.25})
+    live.append_samples(1, _rollouts(1, problems, traces))
+    # the newest running run becomes the one shown (its chip in the runs picker)
+    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, '[data-testid="stSidebar"]'), "rl-live"))
+
+    browser.get(f"{app_url}/Rollouts?run=rl-live")
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "Step 1:"))
+    live.append_samples(2, _rollouts(2, problems, traces))
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "Step 2:"))
+    _shot(browser, tmp_path, "live_rollouts")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+
+
+def browser_runs_dir(app_url: str, browser) -> str:
+    """The runs folder the app serves (its sidebar input)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(app_url)
+    box = WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] input[type="text"]'))
+    return box.get_attribute("value")

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app.common import load_metrics, page_header  # noqa: E402
+from app.common import default_run, follow, load_metrics, page_header, run_ids  # noqa: E402
 from core.report.views import (  # noqa: E402
     DEFAULT_METRICS,
     metric_groups,
@@ -27,6 +27,8 @@ from core.report.views import (  # noqa: E402
 REFRESH_S = 5
 
 runs = page_header("Training")
+runs_dir = st.session_state["runs_dir"]
+follow(lambda: run_ids(runs_dir))  # a run started after the page opened shows up
 with_metrics = [r for r in runs if load_metrics(r)]
 if runs and not with_metrics:
     st.info("No run has metrics yet.")
@@ -36,7 +38,7 @@ if not with_metrics:
 by_id = {r.id: r for r in with_metrics}
 wanted = st.query_params.get("run")
 chosen = st.sidebar.multiselect("Runs (overlay)", list(by_id),
-                                default=[wanted if wanted in by_id else next(iter(by_id))])
+                                default=[wanted if wanted in by_id else with_metrics[default_run(with_metrics)].id])
 keys = metric_keys(row for rid in chosen for row in load_metrics(by_id[rid]))
 groups = metric_groups(keys)
 group = st.sidebar.selectbox("Namespace", ["(pick below)", *groups])

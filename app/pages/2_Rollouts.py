@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from app.common import load_sample_steps, load_samples, page_header, pick_run  # noqa: E402
+from app.common import follow, load_sample_steps, load_samples, page_header, pick_run, run_ids  # noqa: E402
 from core.report.rollouts import no_signal_prompts, strip_html, strip_pieces  # noqa: E402
 from core.report.views import (  # noqa: E402
     PENALTIES,
@@ -29,15 +29,21 @@ from core.report.views import (  # noqa: E402
 PER_ROW = 4
 
 runs = [r for r in page_header("Rollouts") if load_sample_steps(r)]
+runs_dir = st.session_state["runs_dir"]
 if not runs:
+    follow(lambda: run_ids(runs_dir))  # a run that starts shows up
     st.info("No run with RL rollouts (samples/step_*.jsonl) in this folder.")
     st.stop()
 run = pick_run("Run", runs)
 steps = load_sample_steps(run)
+follow(lambda: (run_ids(runs_dir), tuple(load_sample_steps(run))))  # new runs and steps appear
+# on by default for a running run opened without a step in its link; kept per run once set
+newest = st.sidebar.toggle("Follow the newest step", value=run.status() == "running" and "step" not in st.query_params,
+                           key=f"newest-{run.id}", help="while on, the page moves to each new step as the run writes it")
 asked = st.query_params.get("step", "")
-step = int(asked) if asked.isdigit() and int(asked) in steps else steps[-1]
+step = int(asked) if asked.isdigit() and int(asked) in steps and not newest else steps[-1]
 if len(steps) > 1:
-    step = st.sidebar.select_slider("Step", options=steps, value=step)
+    step = st.sidebar.select_slider("Step", options=steps, value=step, disabled=newest)
 st.sidebar.caption(f"{len(steps)} steps with rollouts ({steps[0]}..{steps[-1]})")
 skipped: list[str] = []
 rows = load_samples(run, step, skipped)
@@ -52,7 +58,7 @@ cols[1].metric("accuracy", f"{over['acc']:.1%}")
 cols[2].metric("mean reward", f"{over['reward_mean']:+.3f}")
 cols[3].metric("truncated", f"{over['truncated_frac']:.1%}")
 cols[4].metric("kept", f"{over['kept_frac']:.1%}")
-cols[5].metric("prompts with no signal", f"{len(silent)} / {len({r.get('problem_id') for r in rows})}",
+cols[5].metric("no-signal prompts", f"{len(silent)} / {len({r.get('problem_id') for r in rows})}",
                help="every kept sample of the prompt has advantage 0 (the same reward, none penalised): "
                "RLOO learns nothing from it")
 has_strip = any(r.get("tokens") for r in rows)

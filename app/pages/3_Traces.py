@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.common import (  # noqa: E402
+    follow,
     load_eval_rows,
     load_sample_steps,
     load_samples,
@@ -21,6 +22,7 @@ from app.common import (  # noqa: E402
     load_traces,
     page_header,
     pick_run,
+    run_ids,
     task_name,
 )
 from core.report.views import filter_traces, spread, trace_features, trace_html  # noqa: E402
@@ -53,11 +55,14 @@ def eval_name(run: Run) -> str | None:
 
 
 runs = [r for r in page_header("Traces") if sources(r)]
+runs_dir = st.session_state["runs_dir"]
 if not runs:
+    follow(lambda: run_ids(runs_dir))  # a run that starts shows up
     st.info("No run with responses (rollouts, synthesized traces or evaluation rows) here.")
     st.stop()
 run = pick_run("Run", runs)
 task = task_name(run)
+follow(lambda: (run_ids(runs_dir), tuple(load_sample_steps(run))))  # new runs and steps appear
 source = st.sidebar.radio("Responses", sources(run))
 
 if source == "RL rollouts":
@@ -78,7 +83,10 @@ if source == "RL rollouts":
             color=alt.Color("stat:N", scale=alt.Scale(scheme="category10"),
                             legend=alt.Legend(orient="right", title=None)),
             tooltip=["step", "stat", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
-    step = st.sidebar.select_slider("Step to browse", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
+    newest = st.sidebar.toggle("Follow the newest step", value=run.status() == "running", key=f"newest-{run.id}",
+                               help="while on, the page moves to each new step as the run writes it")
+    step = (st.sidebar.select_slider("Step to browse", steps, value=steps[-1], disabled=newest)
+            if len(steps) > 1 else steps[0])
     rows = load_samples(run, step)
 elif source == "synthesized SFT traces":
     rows = load_traces(run)

@@ -17,7 +17,7 @@ import html  # noqa: E402
 import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app.common import load_curves, load_eval_rows, page_header  # noqa: E402
+from app.common import default_run, follow, load_curves, load_eval_rows, page_header, run_ids  # noqa: E402
 from core.report.points import FLIPS, at_budget, point_table, problem_grid, split_forced  # noqa: E402
 from core.report.views import (  # noqa: E402
     curve_points,
@@ -32,7 +32,10 @@ X = alt.Scale(type="log", base=2)
 COLOR = alt.Scale(scheme="category10")
 
 skipped: list[str] = []
-runs = [r for r in page_header("Inference scaling") if load_curves(r, skipped)]
+runs = [r for r in page_header("Inference scaling")
+        if load_curves(r, skipped) or (r.stage == "budget" and r.status() == "running")]
+runs_dir = st.session_state["runs_dir"]
+follow(lambda: run_ids(runs_dir))  # a sweep started after the page opened shows up
 for reason in skipped:
     st.warning(f"A curve file is left out: {reason}")
 if not runs:
@@ -40,7 +43,8 @@ if not runs:
     st.stop()
 by_id = {r.id: r for r in runs}
 wanted = st.query_params.get("run")
-chosen = st.sidebar.multiselect("Runs", list(by_id), default=[wanted] if wanted in by_id else list(by_id)[:1])
+chosen = st.sidebar.multiselect("Runs", list(by_id),
+                                default=[wanted if wanted in by_id else runs[default_run(runs)].id])
 
 
 def gather() -> dict[str, dict]:
@@ -104,9 +108,13 @@ def view() -> None:
     curves = gather()
     if live_now(curves) != live_now(curves0):
         st.rerun()  # a sweep started or finished: switch the periodic refresh on or off
+    if not curves:
+        st.info("The sweep is loading its first checkpoint.")
+        return
     for name, curve in curves.items():
         done, planned = curve_progress(curve)
-        state = "complete" if curve.get("complete") else "running"
+        state = ("complete" if curve.get("complete") else
+                 "generating the responses" if not done else "scoring the budgets")
         st.caption(f"**{name}**: {curve.get('task')} · {curve.get('mode')} · "
                    f"{done}/{planned} budgets · {state}")
     points, parallel = curve_points(curves), parallel_points(curves)

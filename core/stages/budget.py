@@ -133,11 +133,13 @@ def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok
     unconstrained point or None)."""
     cfg = job.budget
     run.reset_eval(f"budget_{ck.name}")
+    base = {"name": ck.name, "checkpoint": ck.label, "step": ck.step, "path": ck.path,
+            "task": job.task.name, "mode": cfg.mode, "budgets": list(cfg.budgets), "generation_s": None}
+    # listed at once (the dashboard follows the sweep from its start), no point yet
+    run.write_curve(ck.name, {**base, "complete": False, "points": [], "parallel": []})
     t1 = time.time()
     sweep = generate_sweep(sampler, task, problems, cfg, ctx.progress, summarizer)
-    gen_s = time.time() - t1
-    base = {"name": ck.name, "checkpoint": ck.label, "step": ck.step, "path": ck.path,
-            "task": job.task.name, "mode": cfg.mode, "budgets": list(cfg.budgets), "generation_s": gen_s}
+    base["generation_s"] = gen_s = time.time() - t1
 
     def on_point(points: list, rows: list[dict]) -> None:
         run.write_curve(ck.name, {**base, "complete": False, "points": [asdict(p) for p in points],
