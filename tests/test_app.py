@@ -215,6 +215,16 @@ def test_rollouts_filters_and_other_step(runs_dir: Path, monkeypatch) -> None:
     assert any("No sample" in w.value for w in at.warning)
 
 
+def test_rollouts_beside_another_step(runs_dir: Path, monkeypatch) -> None:
+    at = _app("pages/2_Rollouts.py", runs_dir, monkeypatch, run="rl-a", step="2")
+    next(t for t in at.toggle if t.label == "Beside another step").set_value(True)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    heads = [h.value for h in at.subheader]
+    assert any(h.startswith("Step 2:") for h in heads) and "Step 4: 4 samples" in heads
+    assert sum("finish" in c.value for c in at.caption) == 8  # both steps' cards
+
+
 def test_rollouts_of_torn_run(runs_dir: Path, monkeypatch) -> None:
     at = _app("pages/2_Rollouts.py", runs_dir, monkeypatch, run="rl-torn", step="1")
     assert not at.exception

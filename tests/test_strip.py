@@ -66,3 +66,22 @@ def test_strip_html_colours_improbable_tokens_and_escapes() -> None:
             {"problem_id": "b", "advantage": 0.0}, {"problem_id": "b", "advantage": -1.0},
             {"problem_id": "c", "advantage": -1.0}, {"problem_id": "c", "advantage": -1.0}]
     assert no_signal_prompts(rows) == {"a"}  # c: all penalised, still pushed down
+
+
+def test_math_traces_as_markdown_keep_latex_and_escape_prose() -> None:
+    from core.report.rollouts import markdown_keeping_math, trace_markdown
+    from core.tasks.minimath import parse_minimath_trace
+
+    assert markdown_keeping_math("x_1 * 2 is $x_1 \\cdot 2$") == "x\\_1 \\* 2 is $x_1 \\cdot 2$"
+    assert markdown_keeping_math("so \\(\\frac{1}{2}\\) and\n\\[x^2\\]") == "so $\\frac{1}{2}$ and  \n$$x^2$$"
+    import random
+
+    from core.synth.minimath import synthesize_trace
+    from core.tasks.minimath import linear_problem
+
+    row = synthesize_trace(linear_problem(3, 5, 8), random.Random(1), "t1", 0.0, 0.0, 30)
+    lines = trace_markdown(parse_minimath_trace(row["response"]))
+    assert any(line.startswith(":red[**attempt failed**] Try $x = ") for line in lines)
+    assert any(line.startswith(":blue[**check") for line in lines) and lines[-1].startswith(":rainbow[**answer**]")
+    assert lines[-1].endswith("$\\boxed{8}$")
+    assert markdown_keeping_math("Final answer: \\boxed{\\frac{2}{3}}") == "Final answer\\: $\\boxed{\\frac{2}{3}}$"

@@ -84,10 +84,10 @@ prompt = st.selectbox(f"Prompt ({len(ids)} with matching samples)", ids,
 st.query_params.update(run=run.id, step=str(step), prompt=prompt)
 
 
-def sample_cards(samples: list[dict]) -> None:
-    """All samples of one prompt side by side, PER_ROW to a row."""
-    for start in range(0, len(samples), PER_ROW):
-        for col, s in zip(st.columns(PER_ROW), samples[start:start + PER_ROW]):
+def sample_cards(samples: list[dict], per_row: int = PER_ROW, where=st) -> None:  # noqa: ANN001
+    """All samples of one prompt side by side, `per_row` to a row (in `where`: the page or a column)."""
+    for start in range(0, len(samples), per_row):
+        for col, s in zip(where.columns(per_row) if per_row > 1 else [where], samples[start:start + per_row]):
             box = col.container(border=True)
             mark = ":green[**correct**]" if s.get("correct") else ":red[**wrong**]"
             pen = [p for p in PENALTIES if s.get(p)]
@@ -104,11 +104,14 @@ def sample_cards(samples: list[dict]) -> None:
 
 
 samples = prompt_samples(shown, prompt)
-st.subheader(f"Step {step}: {len(samples)} samples" + (" · no signal (every advantage 0)" if prompt in silent else ""))
-sample_cards(samples)
-
-st.subheader("Same prompt at another step")
 others = [s for s in steps if s != step]
+beside = st.toggle("Beside another step", value=False, disabled=not others,
+                   help="this prompt's samples at two steps, in two columns")
+title = f"Step {step}: {len(samples)} samples" + (" · no signal (every advantage 0)" if prompt in silent else "")
+if not beside:
+    st.subheader(title)
+    sample_cards(samples)
+    st.subheader("Same prompt at another step")
 if not others:
     st.caption("This run has one step with rollouts.")
     st.stop()
@@ -116,9 +119,15 @@ other = st.select_slider("Other step", options=others, value=others[-1]) if len(
 link = "?" + urlencode({"run": run.id, "step": other, "prompt": prompt, "runs": st.session_state["runs_dir"]})
 st.markdown(f"[Open this prompt at step {other}]({link})")
 again = prompt_samples(load_samples(run, other), prompt)
-if again:
+if beside:  # the two steps in two columns, one card per row
+    here, there = st.columns(2)
+    here.subheader(title)
+    sample_cards(samples, 1, here)
+    there.subheader(f"Step {other}: {len(again)} samples")
+    sample_cards(again, 1, there)
+elif again:
     sample_cards(again)
-else:
+if not again:
     st.caption(f"Prompt not sampled at step {other}.")
 if st.checkbox("Find every step that sampled this prompt"):
     found = [s for s in steps if prompt_samples(load_samples(run, s), prompt)]

@@ -25,6 +25,7 @@ from app.common import (  # noqa: E402
     run_ids,
     task_name,
 )
+from core.report.rollouts import trace_markdown  # noqa: E402
 from core.report.views import filter_traces, spread, trace_features, trace_html  # noqa: E402
 from core.store import Run, StoreError  # noqa: E402
 from core.tasks import trace_parser  # noqa: E402
@@ -120,4 +121,8 @@ for row in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
                 f"{f['reflection_words']} reflection words · "
                 f"{'verified' if f['verified'] else 'no verification'}"
                 + (f" · {row['num_tokens']} tokens" if "num_tokens" in row else ""))
-    box.markdown(trace_html(trace_parser(task)(str(row.get("response", "")))), unsafe_allow_html=True)
+    trace = trace_parser(task)(str(row.get("response", "")))
+    if task == "pairsum":
+        box.markdown(trace_html(trace), unsafe_allow_html=True)
+    else:  # math: each step's label in its colour, the LaTeX rendered
+        box.markdown("\n\n".join(trace_markdown(trace)))
