@@ -35,7 +35,7 @@ from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
 from core.evaluate import accuracy_interval, parallel_scaling
-from core.sampling.protocol import AnswerEnd, Sampler, derive_seed
+from core.sampling.protocol import AnswerEnd, RowsDone, Sampler, derive_seed
 from core.sampling.text import decode_text, encode_prompts
 from core.tasks.base import Task
 from core.types import Completion, CurvePoint, Problem
@@ -121,10 +121,11 @@ def _answer_params(cfg: BudgetConfig) -> SamplingConfig:
 
 def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: BudgetConfig,
                    progress: bool = False, summarizer: Sampler | None = None,
-                   fork: bool = True) -> Sweep:
+                   fork: bool = True, on_rows: RowsDone | None = None) -> Sweep:
     """Generate once up to the largest budget and get an answer for every cut response.
 
-    `fork=False` turns off the transformers backend's KV-cache forks (for comparisons)."""
+    `fork=False` turns off the transformers backend's KV-cache forks (for comparisons);
+    `on_rows(done, total)` hears the generation's progress where the backend forks."""
     tok = sampler.tokenizer
     cue = Cue.build(tok, cfg.answer_cue or task.answer_cue())
     prompts = encode_prompts(tok, [task.render_prompt(p, tok) for p in problems])
@@ -140,7 +141,7 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
 
         groups, answers = sampler.generate_forked(
             prompts, params, seed, cfg.num_samples, cfg.budgets, plan, _answer_params(cfg), answer_seed,
-            progress, until)
+            progress, until, on_rows)
         # a fork taken before the response's next token was known may turn out unneeded
         for b, got in answers.items():
             answers[b] = {(i, j): a for (i, j), a in got.items()

@@ -354,3 +354,21 @@ def test_forced_rows_say_where_the_cue_and_forced_answer_start(peaked_sampler, p
             head = decode_text(tok, list(sweep.groups[i][r["sample"]].token_ids[:b]))
             assert r["response"][: r["answer_start"]] == head
             assert r["response"][r["answer_start"] :].lstrip("\n").startswith(sweep.cue.text.strip())
+
+
+def test_a_sweep_writes_its_curve_from_the_start_with_its_progress(tmp_path, tiny_model_dir, monkeypatch) -> None:
+    """The dashboard lists a sweep from its start: the curve file exists before the first
+    budget is scored, holding how many responses are generated so far."""
+    from core.commands import run_command
+    from core.store import Run
+
+    seen: list[dict] = []
+    real = Run.write_curve
+    monkeypatch.setattr(Run, "write_curve", lambda self, name, curve: (seen.append(dict(curve)), real(self, name, curve)))
+    run_command("budget", {"model.name": str(tiny_model_dir), "budget.num_problems": 6, "budget.num_samples": 2,
+                           "budget.budgets": "4,8", "budget.unconstrained_tokens": 0, "budget.sampling.batch_size": 4},
+                tmp_path, say=lambda s: None, progress=False)
+    made = [c["generated"] for c in seen if "generated" in c]
+    assert made == [[0, 12], [4, 12], [8, 12], [12, 12]]
+    assert all(not c["points"] and not c["complete"] for c in seen[: len(made)])
+    assert seen[-1]["complete"] and len(seen[-1]["points"]) == 2

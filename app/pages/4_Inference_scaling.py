@@ -113,8 +113,10 @@ def view() -> None:
         return
     for name, curve in curves.items():
         done, planned = curve_progress(curve)
+        made = curve.get("generated")
+        rows = f" ({made[0]:,} / {made[1]:,} responses)" if isinstance(made, list) and len(made) == 2 else ""
         state = ("complete" if curve.get("complete") else
-                 "generating the responses" if not done else "scoring the budgets")
+                 f"generating the responses{rows}" if not done else "scoring the budgets")
         st.caption(f"**{name}**: {curve.get('task')} · {curve.get('mode')} · "
                    f"{done}/{planned} budgets · {state}")
     points, parallel = curve_points(curves), parallel_points(curves)
@@ -187,10 +189,24 @@ def open_point(curves: dict[str, dict], points, picked: list[dict]) -> None:
 
 
 def show_sample(row: dict, key: tuple[str, int], rows_by_curve: dict[str, list[dict]]) -> None:
+    """One response and the same sample at every budget and checkpoint (any of them opened)."""
+    show_response(row, key)
+    st.caption("The same sample at every budget (rows) and checkpoint (columns):")
+    st.dataframe(problem_grid(rows_by_curve, key), width="stretch")
+    cells = {(label, b): r for label, rows in rows_by_curve.items() for b in sorted({r.get("budget") for r in rows})
+             if (r := at_budget(rows, b).get(key)) is not None}
+    if cells:
+        where = st.selectbox("Open the response at", list(cells), format_func=lambda c: f"{c[0]}, {c[1]} tokens",
+                             key="pt_cell")
+        show_response(cells[where], key)
+
+
+def show_response(row: dict, key: tuple[str, int]) -> None:
     """One response: the reasoning cut at the budget, then (highlighted) what the cue forced."""
     reasoning, forced = split_forced(row)
     verdict = "right" if row.get("correct") else "wrong"
-    st.markdown(f"**{key[0]}**, sample {key[1]}: **{verdict}** (answered {row.get('predicted')!r}, "
+    st.markdown(f"**{key[0]}**, sample {key[1]} at {row.get('budget')} tokens: **{verdict}** "
+                f"(answered {row.get('predicted')!r}, "
                 f"gold {row.get('gold')!r}; {row.get('tokens_used')} tokens" +
                 ("; the budget cut the reasoning, the highlighted part is the forced answer)" if forced else
                  "; ended within the budget with its own answer)"))
@@ -199,8 +215,6 @@ def show_sample(row: dict, key: tuple[str, int], rows_by_curve: dict[str, list[d
 
     st.markdown(f"<div class='point-sample' style='font-family:monospace;font-size:0.9em'>{lines(reasoning)}"
                 f"<mark>{lines(forced)}</mark></div>", unsafe_allow_html=True)
-    st.caption("The same sample at every budget (rows) and checkpoint (columns):")
-    st.dataframe(problem_grid(rows_by_curve, key), width="stretch")
 
 
 view()

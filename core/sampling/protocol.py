@@ -28,6 +28,7 @@ def derive_seed(*parts: object) -> int:
 
 # (generated token ids so far, budget) -> the answer cue to fork with there, or None for no fork
 ForkPlan = Callable[[list[int], int], Sequence[int] | None]
+RowsDone = Callable[[int, int], None]  # (rows done, rows in all)
 
 
 class Sampler(Protocol):
@@ -52,11 +53,12 @@ class Sampler(Protocol):
     def generate_forked(
         self, prompt_ids: list[list[int]], params: SamplingConfig, seed: int, n: int,
         budgets: Sequence[int], plan: ForkPlan, answer_params: SamplingConfig, answer_seed: int,
-        progress: bool = False, until: AnswerEnd | None = None,
+        progress: bool = False, until: AnswerEnd | None = None, on_rows: RowsDone | None = None,
     ) -> tuple[list[list[Completion]], dict[int, dict[tuple[int, int], Completion]]]:
         """Only where `can_fork`: sample as `generate` does and, as each row passes a budget B
         for which `plan` gives a cue, answer after it from a copy of the row's cache:
-        (groups, budget -> {(prompt, sample): answer})."""
+        (groups, budget -> {(prompt, sample): answer}). `on_rows(done, total)` is called as
+        batches of rows finish (a sweep's progress)."""
         ...
 
     def sync_weights(self, model: Any) -> None:

@@ -135,10 +135,15 @@ def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok
     run.reset_eval(f"budget_{ck.name}")
     base = {"name": ck.name, "checkpoint": ck.label, "step": ck.step, "path": ck.path,
             "task": job.task.name, "mode": cfg.mode, "budgets": list(cfg.budgets), "generation_s": None}
-    # listed at once (the dashboard follows the sweep from its start), no point yet
-    run.write_curve(ck.name, {**base, "complete": False, "points": [], "parallel": []})
+    # listed at once (the dashboard follows the sweep from its start), no point yet; the rows
+    # generated so far as they come
+
+    def generating(done: int, total: int) -> None:
+        run.write_curve(ck.name, {**base, "complete": False, "points": [], "parallel": [], "generated": [done, total]})
+
+    generating(0, len(problems) * cfg.num_samples)
     t1 = time.time()
-    sweep = generate_sweep(sampler, task, problems, cfg, ctx.progress, summarizer)
+    sweep = generate_sweep(sampler, task, problems, cfg, ctx.progress, summarizer, on_rows=generating)
     base["generation_s"] = gen_s = time.time() - t1
 
     def on_point(points: list, rows: list[dict]) -> None:

@@ -28,7 +28,7 @@ import torch
 from core.config import SamplingConfig
 from core.sampling.hf.kv_cache import select_rows
 from core.sampling.hf.state import DecodeState, left_pad
-from core.sampling.protocol import AnswerEnd, ForkPlan
+from core.sampling.protocol import AnswerEnd, ForkPlan, RowsDone
 from core.types import Completion
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def generate_forked(
     answer_seed: int,
     progress: bool = False,
     until: AnswerEnd | None = None,
+    on_rows: RowsDone | None = None,
 ) -> tuple[list[list[Completion]], Forks]:
     """Sample like `sampler.generate` and fork forced answers at each budget in `fork_at`.
 
@@ -89,6 +90,7 @@ def generate_forked(
     answer after prompt + first B tokens + cue is decoded with `answer_params` (its own seeded
     generator), ending early where `until` finds it settled. Rows that ended before B are never
     forked.
+    `on_rows(done, total)` is told after each batch of rows.
     Returns (completions grouped per prompt as `generate` does, forced answers per budget)."""
     from tqdm.auto import tqdm
 
@@ -146,4 +148,6 @@ def generate_forked(
                               logprobs_out=logprobs)
         for (i, j), gen, lp in zip(chunk, ids, logprobs):
             out[i][j] = sampler._completion(gen, params, i, j, lp)
+        if on_rows is not None:
+            on_rows(start + len(chunk), len(rows))
     return [[c for c in group if c is not None] for group in out], forks

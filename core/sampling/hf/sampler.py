@@ -22,7 +22,7 @@ from core.config import SamplingConfig
 from core.sampling.hf.decoder import Decoder, DecoderCache, supports
 from core.sampling.hf.forks import generate_forked
 from core.sampling.hf.state import DecodeHook, DecodeState, left_pad
-from core.sampling.protocol import AnswerEnd, ForkPlan
+from core.sampling.protocol import AnswerEnd, ForkPlan, RowsDone
 from core.sampling.text import decode_text, settle, token_texts, tokens_containing, trim_to_text
 from core.types import Completion
 
@@ -89,11 +89,11 @@ class HFSampler:
     def generate_forked(
         self, prompt_ids: list[list[int]], params: SamplingConfig, seed: int, n: int,
         budgets: Sequence[int], plan: ForkPlan, answer_params: SamplingConfig, answer_seed: int,
-        progress: bool = False, until: AnswerEnd | None = None,
+        progress: bool = False, until: AnswerEnd | None = None, on_rows: RowsDone | None = None,
     ) -> tuple[list[list[Completion]], dict[int, dict[tuple[int, int], Completion]]]:
         """`Sampler.generate_forked`: see `core.sampling.hf.forks`."""
         return generate_forked(self, prompt_ids, params, seed, n, budgets, plan, answer_params,
-                               answer_seed, progress, until)
+                               answer_seed, progress, until, on_rows)
 
     @property
     def device(self) -> str:
