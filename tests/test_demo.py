@@ -53,3 +53,24 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     again = lab("demo", "--resume", str(demo), "--no-serve", "-q", "--runs-dir", str(runs))
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("reusing") == 3 and last_json(again)["runs"] == out["runs"]
+
+
+@pytest.mark.slow
+def test_demo_time_bench_smoke(tmp_path: Path) -> None:
+    """`python -m lab.bench.demo_time` at toy size: seconds per stage and the figures, as JSON."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_cli import last_json
+
+    quick = ["sft.max_steps=5", "sft.warmup_steps=1", "synth.num_problems=200", "rl.steps=2", "rl.eval_every=1", "rl.save_every=1",
+             "eval.num_problems=10", "budget.num_problems=10", "model.hidden_size=32", "model.num_layers=2",
+             "model.num_heads=2", "model.intermediate_size=64"]
+    proc = subprocess.run([sys.executable, "-m", "lab.bench.demo_time", "--runs-dir", str(tmp_path), *quick],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = last_json(proc)
+    assert set(out["stages_s"]) == {"synth", "sft", "rl", "budget", "report"}
+    assert out["total_s"] >= sum(out["stages_s"].values()) - 1e-6 and 0 <= out["sft_acc"] <= 1
+    assert "total:" in proc.stdout and "(target <= 240 s)" in proc.stdout
