@@ -322,12 +322,14 @@ class Mirror:
             self._post("summary", lambda t: t.metrics(values, step))
 
     def finish(self, ok: bool) -> None:
-        """Send what is queued, close the tracker runs; waits at most FINISH_WAIT_S."""
+        """Send what is queued, close the tracker runs; waits at most FINISH_WAIT_S (5 s after a
+        failure or Ctrl-C)."""
         self._queue.put(("finish", lambda t: t.finish(ok)))
         self._queue.put(None)
-        self._worker.join(FINISH_WAIT_S)
+        wait = FINISH_WAIT_S if ok else 5.0  # a run that failed or was stopped does not wait long
+        self._worker.join(wait)
         if self._worker.is_alive():
-            self.say(f"warning: the trackers had not caught up {FINISH_WAIT_S:.0f} s after the run ended; "
+            self.say(f"warning: the trackers had not caught up {wait:.0f} s after the run ended; "
                      f"about {self._queue.qsize()} records were not sent (the run folder has everything)")
 
 

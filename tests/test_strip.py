@@ -85,3 +85,22 @@ def test_math_traces_as_markdown_keep_latex_and_escape_prose() -> None:
     assert any(line.startswith(":blue[**check") for line in lines) and lines[-1].startswith(":rainbow[**answer**]")
     assert lines[-1].endswith("$\\boxed{8}$")
     assert markdown_keeping_math("Final answer: \\boxed{\\frac{2}{3}}") == "Final answer\\: $\\boxed{\\frac{2}{3}}$"
+
+
+def test_piece_lengths_do_not_decode_long_responses_token_by_token() -> None:
+    """The in-context alignment costs two decodes per token: past SLOW_PIECES_MAX tokens a
+    response that only it can align gets no strip lengths (None) instead."""
+    from core.models import build_tiny_model
+    from core.sampling.text import SLOW_PIECES_MAX, decode_text, piece_lengths, token_texts
+
+    _, bpe = build_tiny_model(task="minimath")
+    texts = token_texts(bpe)
+
+    def lengths(n: int) -> tuple[list[int] | None, int]:
+        ids = bpe("θ = π " * n, add_special_tokens=False)["input_ids"]  # split over bytes: the slow path
+        return piece_lengths(bpe, ids, decode_text(bpe, ids), texts), len(ids)
+
+    short, n_short = lengths(10)
+    long, n_long = lengths(SLOW_PIECES_MAX // 4)
+    assert short is not None and n_short < SLOW_PIECES_MAX
+    assert long is None and n_long > SLOW_PIECES_MAX

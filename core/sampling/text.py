@@ -39,6 +39,9 @@ def token_texts(tokenizer: Any) -> list[str]:
     return tokenizer.batch_decode([[t] for t in range(len(tokenizer))], skip_special_tokens=True)
 
 
+SLOW_PIECES_MAX = 1024  # tokens up to which `piece_lengths` aligns tokens by decoding them in context
+
+
 def piece_lengths(tokenizer: Any, ids: Sequence[int], text: str, texts: Sequence[str]) -> list[int] | None:
     """Characters of `text` each token of `ids` adds (`texts`: `token_texts(tokenizer)`), or None
     when the tokens do not spell `text`. Where the tokens' own texts do not add up to `text`
@@ -51,6 +54,8 @@ def piece_lengths(tokenizer: Any, ids: Sequence[int], text: str, texts: Sequence
         return lengths
     if pieces and sum(lengths) + len(pieces) - 1 == len(text) and " ".join(pieces) == text:
         return [lengths[0]] + [k + 1 for k in lengths[1:]]  # a decoder that puts a space between tokens
+    if len(ids) > SLOW_PIECES_MAX:  # two decodes per token: not for long responses (no strip then)
+        return None
     out, before = [], 0
     for k in range(len(ids)):
         a = max(0, k - 3)
