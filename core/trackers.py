@@ -25,6 +25,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -238,8 +239,6 @@ assert tuple(CLIENTS) == TRACKERS
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 
@@ -295,8 +294,7 @@ class Mirror:
 
     def start(self, params: dict, run_name: str, resume_ids: Mapping[str, str]) -> dict[str, str]:
         got = self._each("start", lambda t: t.start(params, run_name, resume_ids.get(t.name)))
-        for name in set(got) ^ {t.name for t in self.trackers}:
-            self.off.add(name)  # a tracker that did not start cannot log
+        self.off |= {t.name for t in self.trackers} - set(got)  # a tracker that did not start cannot log
         return {k: v for k, v in got.items() if v}
 
     def metrics(self, record: dict) -> None:
