@@ -114,6 +114,17 @@ class Sweep:
     cue: Cue
 
 
+def merge_sweeps(parts: Sequence[Sweep]) -> Sweep:
+    """The sweep of all problems from the sweeps of consecutive blocks of them (ranks, in order)."""
+    groups: list[list[Completion]] = []
+    answers: dict[int, Answers] = {}
+    for part in parts:
+        for b, got in part.answers.items():
+            answers.setdefault(b, {}).update({(i + len(groups), j): a for (i, j), a in got.items()})
+        groups += part.groups
+    return Sweep(groups, answers, parts[0].cue)
+
+
 def _answer_params(cfg: BudgetConfig) -> SamplingConfig:
     return SamplingConfig(temperature=cfg.answer_temperature, max_new_tokens=cfg.answer_max_tokens,
                           batch_size=cfg.sampling.batch_size, stop=cfg.answer_stop)
@@ -121,11 +132,13 @@ def _answer_params(cfg: BudgetConfig) -> SamplingConfig:
 
 def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: BudgetConfig,
                    progress: bool = False, summarizer: Sampler | None = None,
-                   fork: bool = True, on_rows: RowsDone | None = None) -> Sweep:
+                   fork: bool = True, on_rows: RowsDone | None = None, prompt_offset: int = 0) -> Sweep:
     """Generate once up to the largest budget and get an answer for every cut response.
 
     `fork=False` turns off the transformers backend's KV-cache forks (for comparisons);
-    `on_rows(done, total)` hears the generation's progress where the backend forks."""
+    `on_rows(done, total)` hears the generation's progress where the backend forks;
+    `prompt_offset`: the index of `problems[0]` in the whole sweep (a rank's block of it: the
+    responses and, with forks, the forced answers are those of the whole sweep)."""
     tok = sampler.tokenizer
     cue = Cue.build(tok, cfg.answer_cue or task.answer_cue())
     prompts = encode_prompts(tok, [task.render_prompt(p, tok) for p in problems])
@@ -141,13 +154,14 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
 
         groups, answers = sampler.generate_forked(
             prompts, params, seed, cfg.num_samples, cfg.budgets, plan, _answer_params(cfg), answer_seed,
-            progress, until, on_rows)
+            progress, until, on_rows, prompt_offset)
         # a fork taken before the response's next token was known may turn out unneeded
         for b, got in answers.items():
             answers[b] = {(i, j): a for (i, j), a in got.items()
                           if truncated_at(reasoning_length(groups[i][j], cue.core, eos), b)}
         return Sweep(groups, answers, cue)
-    groups = sampler.generate(prompts, params, seed=seed, n=cfg.num_samples, progress=progress)
+    groups = sampler.generate(prompts, params, seed=seed, n=cfg.num_samples, progress=progress,
+                              prompt_offset=prompt_offset)
     for r in range(cfg.extend_wait):
         groups = extend_with_wait(sampler, task, prompts, groups, cue, params, cfg, derive_seed(seed, "wait", r))
     answers: dict[int, Answers] = {}

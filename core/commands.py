@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from core.config import JOBS, ConfigError
+from core.dist import Dist, check_world, from_env
 from core.experiments.reproduce import runner as reproduce
 from core.overrides import build, flatten, from_dict, preset_for, to_dict
 from core.stages import STAGES, Context, Say, Stage, launch
-from core.store import Run, StoreError, open_run
+from core.store import FollowerRun, Run, StoreError, open_run
 from core.trackers import check_installed, mirrored
 
 # every command's story and preflight: the stages, and the reproduce experiment
@@ -28,32 +29,55 @@ COMMANDS: dict[str, Stage] = {**STAGES, "reproduce": Stage(reproduce.run, reprod
 
 def run_command(command: str, overrides: Mapping[str, Any] | None = None,
                 runs_dir: str | Path = "runs", preset: Mapping[str, Any] | None = None,
-                say: Say = print, progress: bool = True, run_id: str | None = None) -> tuple[Run, dict]:
-    """`python -m lab <command> [--preset] key=value ...` from Python: (run folder, summary)."""
+                say: Say = print, progress: bool = True, run_id: str | None = None,
+                dist: Dist | None = None) -> tuple[Run, dict]:
+    """`python -m lab <command> [--preset] key=value ...` from Python: (run folder, summary).
+    Under torchrun (`dist`, default: from the environment) every rank calls this."""
     cls = job_class(command)
     job = build(cls, preset_for(cls, dict(preset or {}), JOBS.values(), "command"), dict(overrides or {}))
+    dist = dist or from_env()
+    check_ranks(command, dist)
     return launch(command, job, COMMANDS[command].preflight, COMMANDS[command].run,
-                  Context(say, progress, runs_dir), run_id)
+                  Context(say, progress, runs_dir, dist=dist), run_id)
 
 
 def resume_command(command: str, run_or_id: str | Path, runs_dir: str | Path = "runs",
                    say: Say = print, progress: bool = True,
-                   overrides: Mapping[str, Any] | None = None) -> tuple[Run, dict]:
+                   overrides: Mapping[str, Any] | None = None, dist: Dist | None = None) -> tuple[Run, dict]:
     """`python -m lab <command> --resume RUN [key=value ...]`: the run's saved config (with
     `overrides` on top, validated and recorded), continued in its folder. Only a run of the same
-    command that is not running is resumed; a complete one only to extend it (`EXTENDS`)."""
+    command that is not running is resumed; a complete one only to extend it (`EXTENDS`).
+    Under torchrun every rank checks the run before rank 0 marks it as running again; the
+    number of ranks may differ from the first attempt's (the saved state is whole, not sharded)."""
+    dist = dist or from_env()
+    check_ranks(command, dist)
+    ctx = Context(say, progress, runs_dir, resume=True, dist=dist).for_rank()
     run = resumable(command, run_or_id, runs_dir)
     saved = from_dict(job_class(command), run.job_config())
     job = build(job_class(command), flatten(to_dict(saved)), dict(overrides or {}))
     if run.status() == "complete":
         check_extends(command, saved, job, run)
-    say(f"resuming {run.path}" + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""))
+    check_world(job, dist)
+    ctx.say(f"resuming {run.path}" + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""))
     check_installed(getattr(job, "log", None))
+    dist.barrier()  # every rank has checked the run before rank 0 records this attempt in it
+    run = run if dist.main else FollowerRun(run.path)
     run.write_config(command, to_dict(job))
-    with mirrored(run, getattr(job, "log", None), to_dict(job), say):
-        out = COMMANDS[command].run(job, run, Context(say, progress, runs_dir, resume=True))
+    with mirrored(run, getattr(job, "log", None) if dist.main else None, to_dict(job), ctx.say):
+        out = COMMANDS[command].run(job, run, ctx)
         run.write_summary(out)
     return run, out
+
+
+# the commands torchrun may start with more than one rank
+DISTRIBUTED = ("sft", "rl", "eval", "budget")
+
+
+def check_ranks(command: str, dist: Dist) -> None:
+    """A command that runs in one process, started on several ranks: ConfigError."""
+    if dist.active and command not in DISTRIBUTED:
+        raise ConfigError(f"lab {command} runs in one process, not on {dist.world} ranks: start it without "
+                          f"torchrun (the stages {', '.join(DISTRIBUTED)} run under torchrun)")
 
 
 # what makes a complete run worth resuming: the command's size keys, which must grow (a complete

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.config import EvalConfig
+from core.dist import SINGLE, Dist
 from core.sampling.protocol import Sampler, derive_seed
 from core.sampling.text import encode_prompts
 from core.tasks.base import Task
@@ -166,15 +167,20 @@ def _majority_correct(samples: Sequence[dict]) -> bool:
 
 
 def evaluate(
-    sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: EvalConfig, progress: bool = False
+    sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: EvalConfig, progress: bool = False,
+    dist: Dist = SINGLE,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """Sample `cfg.num_samples` responses per problem and score them: (summary, rows)."""
-    prompts = [task.render_prompt(p, sampler.tokenizer) for p in problems]
+    """Sample `cfg.num_samples` responses per problem and score them: (summary, rows). Under
+    torchrun each rank samples its block of the problems and every rank gets all rows, in the
+    problems' order: the figures of one process."""
+    mine = [problems[i] for i in dist.shard(len(problems))]
+    prompts = [task.render_prompt(p, sampler.tokenizer) for p in mine]
     groups = sampler.generate(
         encode_prompts(sampler.tokenizer, prompts), cfg.sampling,
-        seed=derive_seed(cfg.seed, "eval"), n=cfg.num_samples, progress=progress,
+        seed=derive_seed(cfg.seed, "eval"), n=cfg.num_samples, progress=progress and dist.main,
+        prompt_offset=dist.shard(len(problems)).start,
     )
-    rows = sample_rows(task, problems, groups)
+    rows = [r for part in dist.gather(sample_rows(task, mine, groups)) for r in part]
     summary = summarize(rows)
     if cfg.num_samples > 1:
         for p in parallel_scaling(rows, cfg.num_samples, seed=cfg.seed):

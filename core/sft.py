@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SFTConfig
+from core.dist import SINGLE, Dist
 from core.optim import make_optimizer
 from core.tasks.base import Task, TaskError
 from core.types import Problem
@@ -137,11 +138,15 @@ def train_sft(
     progress: bool = True,
     state: dict | None = None,
     save: Callable[[int, dict], None] | None = None,
+    dist: Dist = SINGLE,
 ) -> dict:
     """Train in place. Calls `log(record)` every `cfg.log_every` steps and, every
     `cfg.save_every` steps before the last, `save(step, resume state)`; returns final figures.
     With `state` (what `save` got), training continues exactly where it was saved: optimizer,
-    schedule, RNG and the position in the data order."""
+    schedule, RNG and the position in the data order. Under torchrun every rank draws the same
+    batches and trains its block of each one's sequences; the gradients are summed over ranks
+    with each block weighted by its share of the batch's response tokens, so the step is the
+    one-process step."""
     batch_size = min(cfg.batch_size, len(examples))
     micro = min(cfg.micro_batch_size, batch_size)
     opt, sched = make_optimizer(model.parameters(), cfg.lr, cfg.warmup_steps, cfg.max_steps,
@@ -161,7 +166,13 @@ def train_sft(
                initial=start, total=cfg.max_steps)
     for step in bar:
         batch = next(data)
-        loss_mean, _ = accumulate_gradients(model, batch, micro, tokenizer.pad_token_id, cfg.bf16_autocast)
+        mine = [batch[i] for i in dist.shard(len(batch))]
+        loss_mean, n = accumulate_gradients(model, mine, micro, tokenizer.pad_token_id, cfg.bf16_autocast,
+                                            total=_count(batch))
+        if dist.active:
+            loss_sum, n_sum = dist.sum([loss_mean * n, n])
+            loss_mean = loss_sum / max(n_sum, 1)
+            dist.sum_gradients(model.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
@@ -182,16 +193,17 @@ def train_sft(
 
 
 def accumulate_gradients(
-    model: Any, batch: Sequence[Example], micro: int, pad_id: int, bf16: bool
+    model: Any, batch: Sequence[Example], micro: int, pad_id: int, bf16: bool, total: int | None = None
 ) -> tuple[float, int]:
     """Backward over `batch` in micro-batches; grads equal those of one full-batch pass.
 
-    Each micro-batch loss is weighted by its share of the batch's response tokens, so the
-    sum of the micro gradients is the gradient of the full batch's token-mean loss.
-    Returns (token-mean loss, response tokens).
+    Each micro-batch loss is weighted by its share of the batch's response tokens (`total`;
+    default: those of `batch`; a rank's block of a batch passes the whole batch's), so the sum
+    of the micro gradients is the gradient of the full batch's token-mean loss.
+    Returns (token-mean loss, response tokens) of `batch`.
     """
     device = str(next(model.parameters()).device)
-    total = _count(batch)
+    total = _count(batch) if total is None else total
     loss_sum, n_sum = 0.0, 0
     for m in range(0, len(batch), micro):
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):

@@ -679,6 +679,54 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 
 
+class FollowerRun(Run):
+    """A run folder that another process writes: rank 0 of a torchrun job, while this rank
+    runs the same story. It reads like a Run; its writers do nothing (rank 0 writes what every
+    rank gathered), and starting a checkpoint is an error: only rank 0 saves."""
+
+    def write_config(self, stage: str, config: dict) -> None:
+        pass
+
+    def log_metrics(self, record: dict) -> None:
+        pass
+
+    def rewind(self, step: int) -> None:
+        pass
+
+    def append_samples(self, step: int, rows: list[dict]) -> None:
+        pass
+
+    def append_traces(self, rows: list[dict]) -> None:
+        pass
+
+    def append_rejected(self, rows: list[dict]) -> None:
+        pass
+
+    def append_eval(self, name: str, rows: list[dict]) -> None:
+        pass
+
+    def reset_eval(self, name: str) -> None:
+        pass
+
+    def write_curve(self, name: str, curve: dict) -> None:
+        pass
+
+    def write_summary(self, summary: dict) -> None:
+        pass
+
+    def set_aside_checkpoints_after(self, step: int) -> list[Path]:
+        return []
+
+    def repair_jsonl(self, path: Path) -> int:
+        return 0
+
+    def begin_checkpoint(self, path: Path) -> Path:
+        raise StoreError(f"{path}: only rank 0 writes checkpoints")
+
+    def mark_checkpoint_complete(self, path: Path) -> None:
+        raise StoreError(f"{path}: only rank 0 writes checkpoints")
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether `path` is a directory holding a config.json."""
     path = Path(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,11 +149,22 @@ def _run_app(args: argparse.Namespace) -> int:
     return 0  # not reached: execve replaces this process
 
 
+def _ranks() -> tuple[int, int]:
+    """(rank, world size) torchrun gave this process; (0, 1) without it."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
         _print_config(args.job)
         return 0
+    rank, world = _ranks()
+    if world > 1 and args.command in ("app", "demo"):
+        if rank == 0:
+            print(f"error: lab {args.command} runs in one process, not on {world} ranks: start it without torchrun "
+                  "(the stages sft, rl, eval and budget run under torchrun)", file=sys.stderr)
+        return 2
     if args.command == "app":
         return _run_app(args)
     try:
@@ -167,12 +179,24 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not _is_user_error(e):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if rank == 0:  # every rank checks the same input: one line, from rank 0
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, default=str), flush=True)
+    finally:
+        _leave_group()
+    if rank == 0:
+        print(json.dumps(result, default=str), flush=True)
     if args.command == "demo" and not args.no_serve:
         return _run_app(args)
     return 0
+
+
+def _leave_group() -> None:
+    """Leave torch.distributed's process group, where a command under torchrun joined it."""
+    if "torch" in sys.modules:
+        from core.dist import close
+
+        close()
 
 
 def _run_demo(args: argparse.Namespace) -> dict[str, Any]:

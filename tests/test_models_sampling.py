@@ -9,6 +9,7 @@ import torch
 
 from core.config import SamplingConfig
 from core.models import ModelLoadError, build_tokenizer, load_policy, resolve_source
+from core.sampling.draws import RowDraws, mix64, mix64_reference
 from core.sampling.hf import HFSampler
 from core.sampling.hf.sampler import sample_next
 from core.sampling.protocol import derive_seed
@@ -91,8 +92,7 @@ def test_eos_stops_a_row_early(sampler) -> None:
     """A model that always says EOS finishes every row after one token."""
     logits = torch.full((2, 10), -1e9)
     logits[:, 1] = 0
-    g = torch.Generator().manual_seed(0)
-    assert sample_next(logits, SamplingConfig(), g).tolist() == [1, 1]
+    assert sample_next(logits, SamplingConfig(), torch.rand(2, 1, dtype=torch.float64)).tolist() == [1, 1]
 
 
 def test_draws_follow_the_distribution() -> None:
@@ -100,24 +100,25 @@ def test_draws_follow_the_distribution() -> None:
     from core.sampling.hf.sampler import _inverse_cdf
 
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
-    g = torch.Generator().manual_seed(0)
-    draws = _inverse_cdf(probs.expand(20000, 5), g)
+    u = RowDraws(range(20000)).uniform(torch.arange(20000), 0)
+    draws = _inverse_cdf(probs.expand(20000, 5), u)
     freq = torch.bincount(draws, minlength=5).float() / len(draws)
     assert torch.allclose(freq, probs, atol=0.015) and freq[1] == 0 and freq[4] == 0
     # rows in groups (bounded memory over a large vocabulary): the same draws
-    chunked = _inverse_cdf(probs.expand(20000, 5), torch.Generator().manual_seed(0), chunk=7)
+    chunked = _inverse_cdf(probs.expand(20000, 5), u, chunk=7)
     assert torch.equal(chunked, draws)
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, 4)
-    freq = torch.bincount(sample_next(logits, SamplingConfig(temperature=1.5), g), minlength=4).float() / 20000
+    u = RowDraws(range(20000)).uniform(torch.arange(20000), 1)
+    freq = torch.bincount(sample_next(logits, SamplingConfig(temperature=1.5), u), minlength=4).float() / 20000
     assert torch.allclose(freq, torch.softmax(logits[0] / 1.5, dim=-1), atol=0.015)
 
 
 def test_min_p_and_top_p_filter() -> None:
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
-    g = torch.Generator().manual_seed(0)
-    draws = {int(sample_next(logits, SamplingConfig(min_p=0.4), g)) for _ in range(200)}
+    u = RowDraws(range(200)).uniform(torch.arange(200), 0)
+    draws = {int(sample_next(logits, SamplingConfig(min_p=0.4), x.view(1, 1))) for x in u}
     assert draws == {0, 1}
-    draws = {int(sample_next(logits, SamplingConfig(top_p=0.5), g)) for _ in range(200)}
+    draws = {int(sample_next(logits, SamplingConfig(top_p=0.5), x.view(1, 1))) for x in u}
     assert draws == {0}
 
 
@@ -263,7 +264,7 @@ def test_finished_rows_kept_in_the_batch_change_nothing(monkeypatch) -> None:
         state = sampler._start(_prompts(sampler, 8), SamplingConfig(hf_decoder="transformers"))
         state.cache = GrowingCache()
         logprobs: list[list[float]] = [[] for _ in range(8)]
-        ids = sampler._decode([], params, torch.Generator(), start=state, logprobs_out=logprobs)
+        ids = sampler._decode([], params, RowDraws(range(8)), start=state, logprobs_out=logprobs)
         runs[slack] = (ids, logprobs, drops)
     (eager, eager_lp, eager_drops), (lazy, lazy_lp, lazy_drops) = runs[0.0], runs[1.0]
     assert eager == lazy  # log-probs up to float rounding (the batch shapes differ)
@@ -357,3 +358,32 @@ def test_trim_to_text_is_the_shortest_covering_prefix() -> None:
             text = full[:cut]
             want = next((gen[:k] for k in range(1, len(gen) + 1) if len(decode_text(tok, gen[:k])) >= len(text)), gen)
             assert trim_to_text(tok, gen, text) == want, (gen, text)
+
+
+def test_row_draws_hash_is_splitmix64() -> None:
+    """The int64 tensor hash (wrapping multiplies, emulated logical shifts) equals splitmix64's
+    finalizer on unsigned Python ints, and the uniforms it gives are uniform."""
+    import random
+
+    xs = [random.Random(0).getrandbits(64) for _ in range(2000)]
+    got = mix64(torch.tensor([x - (1 << 64) if x >= 1 << 63 else x for x in xs]))
+    assert [v % (1 << 64) for v in got.tolist()] == [mix64_reference(x) for x in xs]
+    u = RowDraws(range(50000)).uniform(torch.arange(50000), 3)
+    assert u.shape == (50000, 1) and 0 <= float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float((u < 0.1).double().mean()) - 0.1) < 0.01
+
+
+def test_a_prompts_samples_do_not_depend_on_the_other_prompts(sampler) -> None:
+    """Sample j of prompt i depends on (seed, prompt_offset + i, j) only: the prompts split in
+    two calls (two ranks' shards, each passing the index of its first prompt) sample the same
+    tokens as one call over all of them, with the log-probs up to float rounding."""
+    prompts = _prompts(sampler, 6)
+    params = SamplingConfig(temperature=1.0, max_new_tokens=24)
+    whole = sampler.generate(prompts, params, seed=5, n=3)
+    parts = sampler.generate(prompts[:2], params, seed=5, n=3) + sampler.generate(
+        prompts[2:], params, seed=5, n=3, prompt_offset=2)
+    assert [[c.token_ids for c in g] for g in whole] == [[c.token_ids for c in g] for g in parts]
+    assert all(torch.allclose(torch.tensor(a.token_logprobs), torch.tensor(b.token_logprobs), atol=1e-5)
+               for ga, gb in zip(whole, parts) for a, b in zip(ga, gb))
+    shifted = sampler.generate(prompts[2:], params, seed=5, n=3)  # no offset: other draws
+    assert [[c.token_ids for c in g] for g in shifted] != [[c.token_ids for c in g] for g in whole[2:]]

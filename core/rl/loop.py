@@ -72,13 +72,16 @@ def train(trainer: Trainer, run: Run, heldout: HeldOut, eval_cfg: EvalConfig, in
 
 def heldout_eval(trainer: Trainer, heldout: HeldOut, cfg: EvalConfig) -> dict:
     """The policy's held-out figures (the eval section: seed, samples, temperature, limits)."""
-    summary, _ = evaluate(trainer.sampler, heldout.task, list(heldout.problems), cfg)
+    summary, _ = evaluate(trainer.sampler, heldout.task, list(heldout.problems), cfg, dist=trainer.dist)
     return summary
 
 
 def save_checkpoint(trainer: Trainer, run: Run, init: str) -> None:
     """checkpoints/step_N: the policy in HF format (merged when LoRA, so any loader reads it;
-    the adapters beside it), the resume state, then the COMPLETE marker."""
+    the adapters beside it), the resume state, then the COMPLETE marker. Rank 0 writes it: the
+    weights and the trainer state are the same on every rank (`core.dist`)."""
+    if not trainer.dist.main:
+        return
     path = run.begin_checkpoint(run.checkpoint_dir(trainer.step_idx))
     save_policy(trainer.policy, trainer.tok, path)
     if trainer.cfg.lora.enabled:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from core.config import RLConfig
+from core.dist import SINGLE, Dist
 from core.optim import make_optimizer
 from core.rewards import repeat_rule, score
 from core.rl import algos
@@ -35,12 +36,16 @@ class Trainer:
     """Holds policy, optimizer, anchor and the data position; `step()` runs one iteration.
 
     With `cfg.lora.enabled` the policy must already carry its LoRA adapters (PEFT); only they train.
+    Under torchrun (`dist`) each rank samples its block of the step's prompts (all K samples of
+    a prompt on one rank, so RLOO's groups stay whole); selection, the loss's token mean and the
+    gradient are global, and so are the metrics: N ranks give what one process gives at the
+    same `prompts_per_step` and seeds.
     """
 
     def __init__(self, policy: Any, tokenizer: Any, sampler: Sampler, task: Task,
-                 train: list[Problem], cfg: RLConfig) -> None:
-        self.policy, self.tok, self.sampler, self.task, self.train, self.cfg = (
-            policy, tokenizer, sampler, task, train, cfg)
+                 train: list[Problem], cfg: RLConfig, dist: Dist = SINGLE) -> None:
+        self.policy, self.tok, self.sampler, self.task, self.train, self.cfg, self.dist = (
+            policy, tokenizer, sampler, task, train, cfg, dist)
         self.opt, self.sched = make_optimizer(policy.parameters(), cfg.lr, cfg.warmup_steps, cfg.steps,
                                               betas=(0.9, 0.99))
         self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every, lora=cfg.lora.enabled)
@@ -64,17 +69,20 @@ class Trainer:
 
     # ---------------------------------------------------------------- phases
     def sample(self) -> Rollouts:
-        """Prompts at the data position (an epoch-seeded shuffle) x N samples at temperature."""
+        """Prompts at the data position (an epoch-seeded shuffle) x N samples at temperature:
+        this rank's block of them (a sample's draws depend on its prompt's place in the step)."""
         g = self.cfg.prompts_per_step
         start = self.step_idx * g
         epoch, offset = divmod(start, len(self.train))
+        mine = self.dist.shard(g)
         idx = [self._epoch_order(epoch + (offset + i) // len(self.train))[(offset + i) % len(self.train)]
-               for i in range(g)]
+               for i in mine]
         problems = [self.train[i] for i in idx]
         prompt_ids = encode_prompts(self.tok, [self.task.render_prompt(p, self.tok) for p in problems])
         with torch.inference_mode():  # lighter than no_grad per op; nothing sampled feeds autograd
             groups = self.sampler.generate(prompt_ids, self.params, n=self.num_drawn,
-                                           seed=derive_seed(self.cfg.seed, "rl", self.step_idx))
+                                           seed=derive_seed(self.cfg.seed, "rl", self.step_idx),
+                                           prompt_offset=mine.start)
         return Rollouts(problems, prompt_ids, groups)
 
     def reward(self, r: Rollouts) -> None:
@@ -94,7 +102,9 @@ class Trainer:
         (optional) then drops groups whose kept rewards are all equal: they teach nothing."""
         rewards = [[p.reward for p in parts] for parts in r.parts]
         seed = derive_seed(self.cfg.seed, "oversample", self.step_idx)
-        r.kept = select_groups(rewards, self.cfg.num_generations, self.cfg.oversample_rule, seed)
+        everyone = [rw for part in self.dist.gather(rewards) for rw in part]  # the rule sees the whole step
+        mine = self.dist.shard(len(everyone))
+        r.kept = select_groups(everyone, self.cfg.num_generations, self.cfg.oversample_rule, seed)[mine.start : mine.stop]
         r.used = [not (self.cfg.drop_equal_groups and all_equal([x for x, k in zip(rw, kp) if k]))
                   for rw, kp in zip(rewards, r.kept)]
 
@@ -138,8 +148,9 @@ class Trainer:
             adv = torch.where(valid, adv, torch.full_like(adv, -1.0))
         used = torch.tensor(r.used).unsqueeze(-1).expand_as(adv)
         adv = torch.where(used, adv, torch.zeros_like(adv))
-        return adv.reshape(-1).to(self.device), {"kl/anchor": float(seq_kl.mean()),
-                                                 "reward/shaped_mean": float(shaped.mean())}
+        kl_sum, shaped_sum, n = self.dist.sum([float(seq_kl.sum()), float(shaped.sum()), shaped.numel()])
+        return adv.reshape(-1).to(self.device), {"kl/anchor": kl_sum / max(n, 1),
+                                                 "reward/shaped_mean": shaped_sum / max(n, 1)}
 
     def update(self, batch: RolloutBatch, old_logp: torch.Tensor, adv: torch.Tensor,
                passes: list[torch.Tensor]) -> dict:
@@ -151,13 +162,15 @@ class Trainer:
         On-policy (no clip, one epoch) the ratio is exp(logp - logp.detach()) = 1: plain
         REINFORCE. A non-finite loss raises FloatingPointError before any weight changes.
         """
-        c, n_tokens = self.cfg, batch.mask.sum().clamp(min=1)
+        c = self.cfg
+        global_tokens = self.dist.sum([float(batch.mask.sum())])[0]  # the token mean is over every rank's rows
+        n_tokens = max(global_tokens, 1.0)
         clip = (c.clip_low, c.clip_high) if c.clip else None
         on_policy = clip is None and c.ppo_epochs == 1
         stats = {"loss/policy": 0.0, "loss/entropy": 0.0}
         if not on_policy:  # how far the first epoch's ratio is from 1 (0 up to kernel noise)
             stats["ppo/first_log_ratio_max"] = 0.0
-        if not batch.mask.any():  # every group dropped: no gradient, and no optimizer step either
+        if global_tokens == 0:  # every group dropped: no gradient, and no optimizer step either
             with warnings.catch_warnings():  # (AdamW's momentum would still move the weights);
                 warnings.simplefilter("ignore", UserWarning)  # the schedule goes on: "step before optimizer"
                 self.sched.step()
@@ -180,10 +193,14 @@ class Trainer:
                 loss.backward()
                 stats["loss/policy"] += float(pg.detach()) * float(weight) / c.ppo_epochs
                 stats["loss/entropy"] += float(entropy.detach()) * float(weight) / c.ppo_epochs
+            self.dist.sum_gradients(self.policy.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
             self._check_finite(float(grad_norm), "gradient norm")
             self.opt.step()
         self.sched.step()
+        stats["loss/policy"], stats["loss/entropy"] = self.dist.sum([stats["loss/policy"], stats["loss/entropy"]])
+        if not on_policy:
+            stats["ppo/first_log_ratio_max"] = self.dist.max([stats["ppo/first_log_ratio_max"]])[0]
         return {**stats, "optim/grad_norm": float(grad_norm), "optim/lr": self.sched.get_last_lr()[0]}
 
     def _check_finite(self, value: float, what: str) -> None:
@@ -215,16 +232,29 @@ class Trainer:
         self.step_idx += 1
         with timer("anchor"):
             self.anchor.update(self.policy, self.step_idx)
-        per_sample = adv.view(-1).tolist()
+        seconds = dict(zip(timer.seconds, self.dist.max(list(timer.seconds.values()))))  # the slowest rank's
+        r, per_sample = self._whole_step(r, adv.view(-1).tolist())
         structure = trace_stats([response_features(c.text, p.correct, self.task.name)
                                  for group, parts in zip(r.groups, r.parts) for c, p in zip(group, parts)])
         metrics = {"step": self.step_idx, **rollout_metrics(r),
                    "rollout/no_signal_group_frac": no_signal_frac(per_sample, len(r.groups)),
-                   **structure, **kl_stats, **upd, **timer.seconds}
-        metrics["perf/sampled_tokens_per_s"] = metrics["rollout/tokens"] / max(timer.seconds["time/sample_s"], 1e-9)
+                   **structure, **kl_stats, **upd, **seconds}
+        metrics["perf/sampled_tokens_per_s"] = metrics["rollout/tokens"] / max(seconds["time/sample_s"], 1e-9)
+        if not self.dist.main:  # rank 0 writes the rows
+            return metrics, []
         if self._token_texts is None:  # each token id's text, once: the rows' per-token strips
             self._token_texts = token_texts(self.tok)
         return metrics, rollout_rows(r, per_sample, self.tok, self._token_texts)
+
+    def _whole_step(self, r: Rollouts, adv: list[float]) -> tuple[Rollouts, list[float]]:
+        """Every rank's rollouts and advantages, in prompt order (the step as one process saw it)."""
+        if not self.dist.active:
+            return r, adv
+        parts = self.dist.gather((r, adv))
+        whole = Rollouts([p for x, _ in parts for p in x.problems], [p for x, _ in parts for p in x.prompt_ids],
+                         [g for x, _ in parts for g in x.groups], [p for x, _ in parts for p in x.parts],
+                         [k for x, _ in parts for k in x.kept], [u for x, _ in parts for u in x.used])
+        return whole, [a for _, x in parts for a in x]
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:

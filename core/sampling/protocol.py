@@ -45,15 +45,20 @@ class Sampler(Protocol):
         n: int = 1,
         progress: bool = False,
         until: AnswerEnd | None = None,
+        prompt_offset: int = 0,
     ) -> list[list[Completion]]:
         """Completions grouped per prompt: result[i][j] is sample j of prompt i. With `until`, a
-        completion ends where `until` finds its answer settled (text and tokens cut there)."""
+        completion ends where `until` finds its answer settled (text and tokens cut there).
+        Sample j of prompt i depends on (seed, prompt_offset + i, j) and its prompt only, not on
+        the other prompts of the call: a process given a shard of the prompts passes the index
+        of its first one and samples what one process given all of them samples."""
         ...
 
     def generate_forked(
         self, prompt_ids: list[list[int]], params: SamplingConfig, seed: int, n: int,
         budgets: Sequence[int], plan: ForkPlan, answer_params: SamplingConfig, answer_seed: int,
         progress: bool = False, until: AnswerEnd | None = None, on_rows: RowsDone | None = None,
+        prompt_offset: int = 0,
     ) -> tuple[list[list[Completion]], dict[int, dict[tuple[int, int], Completion]]]:
         """Only where `can_fork`: sample as `generate` does and, as each row passes a budget B
         for which `plan` gives a cue, answer after it from a copy of the row's cache:

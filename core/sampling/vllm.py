@@ -138,6 +138,7 @@ class VLLMSampler:
         n: int = 1,
         progress: bool = False,
         until: AnswerEnd | None = None,
+        prompt_offset: int = 0,
     ) -> list[list[Completion]]:
         """Completions grouped per prompt: result[i][j] is sample j of prompt i; with `until`,
         each is cut after generation where its answer is settled (`core.sampling.text.settle`)."""
@@ -148,7 +149,7 @@ class VLLMSampler:
         sampling = [
             SamplingParams(
                 temperature=params.temperature, top_p=params.top_p, min_p=params.min_p,
-                max_tokens=params.max_new_tokens, seed=derive_seed(seed, i, j),
+                max_tokens=params.max_new_tokens, seed=derive_seed(seed, prompt_offset + i, j),
                 stop_token_ids=stop_ids, detokenize=False,
             )
             for i, j in rows

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from core.budget import generate_sweep, sweep_curve, unconstrained
+from core.budget import generate_sweep, merge_sweeps, sweep_curve, unconstrained
 from core.config import BudgetJob, parse_checkpoints
 from core.models import load_model
 from core.report.budget import write_budget_page
@@ -122,7 +122,8 @@ def run(job: BudgetJob, run: Run, ctx: Context) -> dict:
         out["acc_at_max"][ck.name], out["acc_at_min"][ck.name] = hi.accuracy, lo.accuracy
         out["climb"][ck.name] = hi.accuracy - lo.accuracy
         out["truncated_at_min"][ck.name] = lo.truncated_frac
-    write_budget_page(run)
+    if ctx.dist.main:
+        write_budget_page(run)
     return {**out, "time_s": time.time() - t0}
 
 
@@ -141,9 +142,14 @@ def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok
     def generating(done: int, total: int) -> None:
         run.write_curve(ck.name, {**base, "complete": False, "points": [], "parallel": [], "generated": [done, total]})
 
-    generating(0, len(problems) * cfg.num_samples)
+    total = len(problems) * cfg.num_samples
+    generating(0, total)
     t1 = time.time()
-    sweep = generate_sweep(sampler, task, problems, cfg, ctx.progress, summarizer, on_rows=generating)
+    mine = ctx.dist.shard(len(problems))  # under torchrun: this rank's block of the problems
+    sweep = generate_sweep(sampler, task, problems[mine.start : mine.stop], cfg, ctx.progress, summarizer,
+                           on_rows=lambda done, _: generating(min(done * ctx.dist.world, total), total),
+                           prompt_offset=mine.start)
+    sweep = merge_sweeps(ctx.dist.gather(sweep))
     base["generation_s"] = gen_s = time.time() - t1
 
     def on_point(points: list, rows: list[dict]) -> None:

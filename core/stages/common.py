@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, SamplingConfig, TaskConfig
+from core.dist import SINGLE, Dist, check_world
 from core.models import EMBEDDED, ModelLoadError, check_reachable, check_weights, resolve_source
 from core.overrides import non_defaults, to_dict
 from core.sampling import VLLM_MISSING
 from core.store import (
+    FollowerRun,
     Run,
     StoreError,
     find_runs,
@@ -34,12 +36,22 @@ from core.types import Say
 @dataclass(frozen=True)
 class Context:
     """How a stage runs: where its log lines go, progress bars, the runs folder that run names
-    resolve in, and whether it continues a run (`--resume`)."""
+    resolve in, whether it continues a run (`--resume`), and this process's rank under torchrun
+    (`core.dist`; rank 0 speaks and writes, the others get a silent `say` and no bars)."""
 
     say: Say = print
     progress: bool = True
     runs_dir: Path | str = "runs"
     resume: bool = False
+    dist: Dist = SINGLE
+
+    def for_rank(self) -> Context:
+        """This context as this rank runs it: unchanged on rank 0, silent on the others."""
+        return self if self.dist.main else replace(self, say=_silent, progress=False)
+
+
+def _silent(line: str) -> None:
+    """What ranks other than 0 do with a log line."""
 
 
 def check_backends(*samplings: SamplingConfig) -> None:
@@ -113,17 +125,37 @@ def launch(command: str, job: Any, preflight: Callable[[Any, Path | str], None],
            story: Callable[[Any, Run, Context], dict], ctx: Context,
            run_id: str | None = None) -> tuple[Run, dict]:
     """What every command does with its built config: say what differs from the defaults,
-    check its inputs, make the run folder, run the story, write summary.json (= complete)."""
+    check its inputs, make the run folder, run the story, write summary.json (= complete).
+    Under torchrun every rank checks the inputs and runs the story; rank 0 makes and writes the
+    run folder, the others hold a handle on it that drops writes (`core.store.FollowerRun`)."""
+    ctx = ctx.for_rank()
     changed = non_defaults(job)
     ctx.say(f"{command}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+    check_world(job, ctx.dist)
     check_installed(getattr(job, "log", None))
     preflight(job, ctx.runs_dir)
-    run = new_run(ctx.runs_dir, command, to_dict(job), run_id=run_id)
-    ctx.say(f"run folder {run.path}")
-    with mirrored(run, getattr(job, "log", None), to_dict(job), ctx.say):
+    run = rank_run(ctx.dist, lambda: new_run(ctx.runs_dir, command, to_dict(job), run_id=run_id))
+    ctx.say(f"run folder {run.path}" + (f" ({ctx.dist.world} ranks)" if ctx.dist.active else ""))
+    with mirrored(run, getattr(job, "log", None) if ctx.dist.main else None, to_dict(job), ctx.say):
         out = story(job, run, ctx)
         run.write_summary(out)
     return run, out
+
+
+def rank_run(dist: Dist, make: Callable[[], Run]) -> Run:
+    """The run folder `make` makes on rank 0; on the other ranks a FollowerRun on the same path."""
+    made = make() if dist.main else None
+    path = dist.broadcast(str(made.path) if made is not None else None)
+    return made if made is not None else FollowerRun(Path(path))
+
+
+def same_start(dist: Dist, checkpoint: Path | None) -> None:
+    """Every rank resumes from the same checkpoint (or none), checked before rank 0 rewinds the
+    run to it: StoreError otherwise (a checkpoint one rank could read and another not)."""
+    seen = dist.gather(str(checkpoint) if checkpoint else None)
+    if len(set(seen)) > 1:
+        raise StoreError(f"the ranks would resume from different checkpoints ({', '.join(map(str, seen))}); "
+                         "nothing was changed")
 
 
 def newest_loadable(run: Run, load: Callable[[Path], Any], say: Say) -> tuple[Path, Any] | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import EvalConfig, EvalJob, TaskConfig
+from core.dist import SINGLE, Dist
 from core.evaluate import evaluate
 from core.models import load_model
 from core.sampling import make_sampler
@@ -38,7 +39,7 @@ def run(job: EvalJob, run: Run, ctx: Context) -> dict:
     model_cfg = replace(job.model, name=resolve_checkpoint(job.model.name, ctx.runs_dir))
     model, tok = load_model(model_cfg, seed=0)
     ctx.say(f"loaded {model_cfg.name}")
-    summary = evaluate_model(model, tok, task, job.eval, run, job.eval.split, ctx.say, ctx.progress)
+    summary = evaluate_model(model, tok, task, job.eval, run, job.eval.split, ctx.say, ctx.progress, ctx.dist)
     return {**summary, "model": model_cfg.name, "time_s": time.time() - t0}
 
 
@@ -48,15 +49,16 @@ def evaluated(job: EvalJob) -> TaskConfig:
 
 
 def evaluate_model(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, run: Run,
-                   name: str, say: Say, progress: bool = True) -> dict:
-    """Evaluate a loaded model on `cfg.split`; per-sample rows go to eval/<name>.jsonl."""
+                   name: str, say: Say, progress: bool = True, dist: Dist = SINGLE) -> dict:
+    """Evaluate a loaded model on `cfg.split`; per-sample rows go to eval/<name>.jsonl (under
+    torchrun every rank samples its block of the problems, rank 0 writes all rows)."""
     problems = task_problems(task, cfg.split, cfg.num_problems)
     s = cfg.sampling
     say(f"evaluating on {len(problems)} {cfg.split} problems x {cfg.num_samples} sample(s), "
         f"temperature {s.temperature}, max_new_tokens {s.max_new_tokens}, seed {cfg.seed}")
     sampler = make_sampler(s.backend, model, tokenizer, s)
     t0 = time.time()
-    summary, rows = evaluate(sampler, task, problems, cfg, progress=progress)
+    summary, rows = evaluate(sampler, task, problems, cfg, progress=progress, dist=dist)
     run.append_eval(name, rows)
     summary["eval/time_s"] = time.time() - t0
     say(eval_line(summary))

@@ -23,6 +23,7 @@ from core.stages.common import (
     check_task,
     latest_sft_checkpoint,
     newest_loadable,
+    same_start,
 )
 from core.store import Run, resolve_checkpoint
 from core.tasks import Task, eval_task_config, make_task, task_problems, train_pool
@@ -56,6 +57,7 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
         say(f"decontamination: dropped {decontaminated} training problems of {job.task.name} that match evaluation "
             f"problems ({', '.join(f'{k} {v}' for k, v in task.decontaminated_from.items())}); {len(train_set)} left")
     resumed = resume_point(job, run, ctx) if ctx.resume else None
+    same_start(ctx.dist, resumed[0] if resumed else None)
     if resumed is None:
         if ctx.resume:  # killed before its first checkpoint: what it logged is dropped, it starts over
             run.rewind(-1)
@@ -66,7 +68,7 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
         ckpt, state, policy, tok = resumed
         init = state["init"]
     sampler = make_sampler(job.rl.sampling.backend, policy, tok, job.rl.sampling)
-    trainer = Trainer(policy, tok, sampler, task, train_set, job.rl)
+    trainer = Trainer(policy, tok, sampler, task, train_set, job.rl, ctx.dist)
     if resumed is not None:
         trainer.load_state(state)
         run.rewind(trainer.step_idx)

@@ -21,6 +21,7 @@ from core.stages.common import (
     check_model,
     check_task,
     newest_loadable,
+    same_start,
 )
 from core.stages.eval import evaluate_model
 from core.store import Run, StoreError, open_run, read_jsonl, resolve_path
@@ -58,10 +59,11 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
         synth_out: dict = {}
         if job.task.decontaminate and job.task.name not in GENERATED:
             traces, synth_out = decontaminated(traces, ev_task, job.eval, say)
-    else:
-        synth_out = synth.run(SynthJob(job.task, job.synth), run, ctx)
+    else:  # rank 0 synthesizes into the run folder; the other ranks read what it wrote
+        synth_out = ctx.dist.broadcast(synth.run(SynthJob(job.task, job.synth), run, ctx) if ctx.dist.main else None)
         traces = run.traces()
     resumed = resume_point(job, run, ctx) if ctx.resume else None
+    same_start(ctx.dist, resumed[0] if resumed else None)
     if resumed is None:
         if ctx.resume:
             run.rewind(-1)
@@ -79,6 +81,8 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
         f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
 
     def save(step: int, resume_state: dict) -> None:
+        if not ctx.dist.main:  # the weights and the optimizer are the same on every rank: rank 0 saves
+            return
         path = run.begin_checkpoint(run.checkpoint_dir(step))
         save_policy(model, tok, path)
         adapters = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad} if job.sft.lora.enabled else {}
@@ -86,13 +90,16 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
         run.mark_checkpoint_complete(path)
 
     train_t0 = time.time()
-    last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=ctx.progress, state=state, save=save)
+    last = train_sft(model, tok, examples, job.sft, log=run.log_metrics, progress=ctx.progress, state=state,
+                     save=save, dist=ctx.dist)
     train_s = time.time() - train_t0
-    final = run.begin_checkpoint(run.checkpoint_dir("final"))
-    save_policy(model, tok, final)
-    run.mark_checkpoint_complete(final)
+    final = run.checkpoint_dir("final")
+    if ctx.dist.main:
+        run.begin_checkpoint(final)
+        save_policy(model, tok, final)
+        run.mark_checkpoint_complete(final)
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
-    summary = evaluate_model(model, tok, ev_task, job.eval, run, "heldout", say, ctx.progress)
+    summary = evaluate_model(model, tok, ev_task, job.eval, run, "heldout", say, ctx.progress, ctx.dist)
     synth_out = {("synth/time_s" if k == "time_s" else k): v for k, v in synth_out.items()}
     out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
            "checkpoint": str(final), **summary, "eval/task": ev_task.name, "time_s": time.time() - t0}

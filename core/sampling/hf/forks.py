@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from core.config import SamplingConfig
+from core.sampling.draws import RowDraws
 from core.sampling.hf.kv_cache import select_rows
 from core.sampling.hf.state import DecodeState, left_pad
-from core.sampling.protocol import AnswerEnd, ForkPlan, RowsDone
+from core.sampling.protocol import AnswerEnd, ForkPlan, RowsDone, derive_seed
 from core.types import Completion
 
 if TYPE_CHECKING:
@@ -82,13 +83,14 @@ def generate_forked(
     progress: bool = False,
     until: AnswerEnd | None = None,
     on_rows: RowsDone | None = None,
+    prompt_offset: int = 0,
 ) -> tuple[list[list[Completion]], Forks]:
     """Sample like `sampler.generate` and fork forced answers at each budget in `fork_at`.
 
     At budget B (tokens generated), every row still being decoded is offered to `plan` (with
     its tokens so far: B, or B + 1 when forked one step late); when it returns cue ids, the
-    answer after prompt + first B tokens + cue is decoded with `answer_params` (its own seeded
-    generator), ending early where `until` finds it settled. Rows that ended before B are never
+    answer after prompt + first B tokens + cue is decoded with `answer_params` (draws keyed by
+    `answer_seed`, the row and B), ending early where `until` finds it settled. Rows that ended before B are never
     forked.
     `on_rows(done, total)` is told after each batch of rows.
     Returns (completions grouped per prompt as `generate` does, forced answers per budget)."""
@@ -97,8 +99,6 @@ def generate_forked(
     rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
     out: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
     forks: Forks = {b: {} for b in fork_at}
-    generator = torch.Generator(device=sampler.device).manual_seed(seed)
-    answer_gen = torch.Generator(device=sampler.device).manual_seed(answer_seed)
     budgets, top = set(fork_at), params.max_new_tokens
     lookahead = not params.stop
     # the forks' KV buffers, reused: one fork is decoded at a time; and the memory its cache
@@ -130,9 +130,10 @@ def generate_forked(
         if not ks:
             return
         state = _fork_state(st, ks, cues, sampler.pad_id, answer_params.max_new_tokens, pending, arena, spare)
-        answers = sampler._decode([], answer_params, answer_gen, start=state, until=until)
-        for k, ans in zip(ks, answers):
-            i, j = chunk[int(st.live[k])]
+        where = [chunk[int(st.live[k])] for k in ks]
+        draws = RowDraws([derive_seed(answer_seed, prompt_offset + i, j, budget) for i, j in where], sampler.device)
+        answers = sampler._decode([], answer_params, draws, start=state, until=until)
+        for (i, j), ans in zip(where, answers):
             forks[budget][(i, j)] = sampler._completion(ans, answer_params, i, j, until=until)
 
     chunks = range(0, len(rows), params.batch_size)
@@ -144,7 +145,8 @@ def generate_forked(
                 fork(st, chunk, budget, pending)
 
         logprobs: list[list[float]] = [[] for _ in chunk]
-        ids = sampler._decode([prompt_ids[i] for i, _ in chunk], params, generator, hook=hook,
+        draws = RowDraws([derive_seed(seed, prompt_offset + i, j) for i, j in chunk], sampler.device)
+        ids = sampler._decode([prompt_ids[i] for i, _ in chunk], params, draws, hook=hook,
                               logprobs_out=logprobs)
         for (i, j), gen, lp in zip(chunk, ids, logprobs):
             out[i][j] = sampler._completion(gen, params, i, j, lp)

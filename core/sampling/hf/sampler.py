@@ -19,23 +19,23 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SamplingConfig
+from core.sampling.draws import RowDraws
 from core.sampling.hf.decoder import Decoder, DecoderCache, supports
 from core.sampling.hf.forks import generate_forked
 from core.sampling.hf.state import DecodeHook, DecodeState, left_pad
-from core.sampling.protocol import AnswerEnd, ForkPlan, RowsDone
+from core.sampling.protocol import AnswerEnd, ForkPlan, RowsDone, derive_seed
 from core.sampling.text import decode_text, settle, token_texts, tokens_containing, trim_to_text
 from core.types import Completion
 
 
-def sample_next(
-    logits: torch.Tensor, params: SamplingConfig, generator: torch.Generator
-) -> torch.Tensor:
-    """Next token per row. logits: [B, V] float -> [B] long. temperature 0 means greedy.
+def sample_next(logits: torch.Tensor, params: SamplingConfig, u: torch.Tensor) -> torch.Tensor:
+    """Next token per row. logits: [B, V] float, u: [B, 1] float64 uniforms in [0, 1) (one per
+    row, `core.sampling.draws.RowDraws`) -> [B] long. temperature 0 means greedy (u unused).
 
-    On CPU the draw inverts each row's CDF at one uniform number (a float64 cumulative sum, so
-    that tokens keep their probabilities over a large vocabulary): much faster there than
-    `torch.multinomial`, which draws V exponentials per row (docs/perf_log.md). Other devices
-    use `torch.multinomial`."""
+    The draw inverts each row's CDF at its uniform number (a float64 cumulative sum, so that
+    tokens keep their probabilities over a large vocabulary): on CPU much faster than
+    `torch.multinomial`, which draws V exponentials per row (docs/perf_log.md), and on every
+    device a row's token depends on its own number only, whatever else is in the batch."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
@@ -47,17 +47,15 @@ def sample_next(
         cum = sorted_p.cumsum(dim=-1)
         drop_sorted = cum - sorted_p > params.top_p * cum[:, -1:]
         probs = probs.scatter(-1, idx, sorted_p.masked_fill(drop_sorted, 0.0))
-    if probs.device.type != "cpu":  # fast there; on CPU it draws V exponentials per row
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return _inverse_cdf(probs, generator)
+    return _inverse_cdf(probs, u)
 
 
-def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator, chunk: int = 1 << 24) -> torch.Tensor:
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor, chunk: int = 1 << 24) -> torch.Tensor:
     """One draw per row of the (unnormalised) distributions `probs` [B, V] -> [B] long: the
-    first token whose cumulative mass exceeds u * total, u uniform in [0, 1). A token of zero
-    probability is never drawn (its interval is empty; the clamp covers u * total rounding up
-    to the total). Rows go in groups of about `chunk` values, which bounds the float64 copy."""
-    u = torch.rand((len(probs), 1), dtype=torch.float64, generator=generator, device=probs.device)
+    first token whose cumulative mass exceeds u * total, u [B, 1] uniform in [0, 1). A token of
+    zero probability is never drawn (its interval is empty; the clamp covers u * total rounding
+    up to the total). Rows go in groups of about `chunk` values, which bounds the float64 copy."""
+    u = u.to(device=probs.device, dtype=torch.float64)
     step = max(1, chunk // max(probs.shape[-1], 1))
     picks = []
     for s in range(0, len(probs), step):
@@ -90,10 +88,11 @@ class HFSampler:
         self, prompt_ids: list[list[int]], params: SamplingConfig, seed: int, n: int,
         budgets: Sequence[int], plan: ForkPlan, answer_params: SamplingConfig, answer_seed: int,
         progress: bool = False, until: AnswerEnd | None = None, on_rows: RowsDone | None = None,
+        prompt_offset: int = 0,
     ) -> tuple[list[list[Completion]], dict[int, dict[tuple[int, int], Completion]]]:
         """`Sampler.generate_forked`: see `core.sampling.hf.forks`."""
         return generate_forked(self, prompt_ids, params, seed, n, budgets, plan, answer_params,
-                               answer_seed, progress, until, on_rows)
+                               answer_seed, progress, until, on_rows, prompt_offset)
 
     @property
     def device(self) -> str:
@@ -107,18 +106,19 @@ class HFSampler:
         n: int = 1,
         progress: bool = False,
         until: AnswerEnd | None = None,
+        prompt_offset: int = 0,
     ) -> list[list[Completion]]:
         """`Sampler.generate`; with `until`, a response also ends where its answer is settled
         (`core.sampling.text.settle`: early, and cut there)."""
         rows = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
         out: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
-        generator = torch.Generator(device=self.device).manual_seed(seed)
         chunks = range(0, len(rows), params.batch_size)
         bar = tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False)
         for start in bar:
             chunk = rows[start : start + params.batch_size]
             logprobs: list[list[float]] = [[] for _ in chunk]
-            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, generator, logprobs_out=logprobs,
+            draws = RowDraws([derive_seed(seed, prompt_offset + i, j) for i, j in chunk], self.device)
+            ids = self._decode([prompt_ids[i] for i, _ in chunk], params, draws, logprobs_out=logprobs,
                                until=until)
             for (i, j), gen, lp in zip(chunk, ids, logprobs):
                 out[i][j] = self._completion(gen, params, i, j, lp, until)
@@ -142,7 +142,7 @@ class HFSampler:
 
     @torch.no_grad()
     def _decode(
-        self, prompts: list[Sequence[int]], params: SamplingConfig, generator: torch.Generator,
+        self, prompts: list[Sequence[int]], params: SamplingConfig, draws: RowDraws,
         hook: DecodeHook | None = None, start: DecodeState | None = None,
         logprobs_out: list[list[float]] | None = None, until: AnswerEnd | None = None,
     ) -> list[list[int]]:
@@ -178,7 +178,7 @@ class HFSampler:
                 logits = self._prefill(step_ids, mask, step_pos, cache)
             else:
                 logits = self._forward(step_ids, mask, step_pos, cache)
-            nxt = sample_next(logits, params, generator)
+            nxt = sample_next(logits, params, draws.uniform(live, t))
             rows, toks = live, nxt
             if finished is not None:
                 rows, toks = live[~finished], nxt[~finished]

@@ -108,14 +108,15 @@ class HTTPSampler:
     # -- sampling ------------------------------------------------------------------------
 
     def complete(self, prompts: Sequence[str], params: SamplingConfig, seed: int, n: int = 1,
-                 api: str | None = None) -> list[list[Completion]]:
-        """result[i][j]: sample j of prompt i. Raises TeacherError if any request fails."""
+                 api: str | None = None, prompt_offset: int = 0) -> list[list[Completion]]:
+        """result[i][j]: sample j of prompt i, seeded as prompt prompt_offset + i. Raises
+        TeacherError if any request fails."""
         self._ensure_model()
         jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
 
         def one(job: tuple[int, int]) -> Completion:
             i, j = job
-            return self._sample(prompts[i], params, derive_seed(seed, i, j), api or self.api, i, j)
+            return self._sample(prompts[i], params, derive_seed(seed, prompt_offset + i, j), api or self.api, i, j)
 
         if len(jobs) == 1 or self.concurrency == 1:
             done = [one(job) for job in jobs]
@@ -134,12 +135,15 @@ class HTTPSampler:
         return out
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingConfig, seed: int,
-                 n: int = 1, progress: bool = False, until: AnswerEnd | None = None) -> list[list[Completion]]:
-        """`Sampler.generate` over /completions (`until`: each completion cut after it came)."""
+                 n: int = 1, progress: bool = False, until: AnswerEnd | None = None,
+                 prompt_offset: int = 0) -> list[list[Completion]]:
+        """`Sampler.generate` over /completions (`until`: each completion cut after it came;
+        `prompt_offset`: as in the other backends, prompt i's requests are seeded as prompt
+        prompt_offset + i)."""
         if self.tokenizer is None:
             raise TeacherError(f"{self.name}: generate() from token ids needs a tokenizer", "bad_response")
         texts = [self.tokenizer.decode(list(ids)) for ids in prompt_ids]
-        out = self.complete(texts, params, seed, n, api="completions")
+        out = self.complete(texts, params, seed, n, api="completions", prompt_offset=prompt_offset)
         return out if until is None else [[settle(self.tokenizer, c, until) for c in g] for g in out]
 
     def _sample(self, prompt: str, params: SamplingConfig, seed: int, api: str, i: int,

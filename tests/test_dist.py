@@ -1,0 +1,188 @@
+"""torchrun: N ranks give what one process gives (design principle 14), on CPU over gloo at toy
+sizes. Each test starts `python -m torch.distributed.run --standalone` as a user would start
+`torchrun`; the weights compare in fp32 (bf16 autocast's rounding, amplified by Adam on
+near-zero gradients, would blur a tolerance that shows a real difference)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.store import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--preset", "demo_smoke", "-q"]
+RL = ["rl.steps=3", "rl.save_every=3", "rl.eval_every=3", "rl.bf16_autocast=false"]
+
+
+def lab(args: list[str], ranks: int = 1, check: bool = True, background: bool = False):
+    """`python -m lab ARGS`, under torchrun with `ranks` processes when ranks > 1."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    cmd = (launcher + ["-m", "lab"] if ranks > 1 else [sys.executable, "-m", "lab"]) + args
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("dist")
+    lab(["sft", *SMOKE, "--runs-dir", str(runs), "--run-id", "sft"])
+    return runs
+
+
+def weights(run: Path, checkpoint: str) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / checkpoint / "model.safetensors")
+
+
+def logged(run: Path) -> list[dict]:
+    """metrics.jsonl without what depends on the machine's speed."""
+    return [{k: v for k, v in m.items() if not k.startswith(("time/", "perf/", "wall_time", "eval/time"))}
+            for m in Run(run).metrics()]
+
+
+def assert_same_metrics(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b) and [sorted(x) for x in a] == [sorted(y) for y in b]
+    for x, y in zip(a, b):
+        for k, v in x.items():
+            if isinstance(v, float):
+                assert y[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (x.get("step"), k)
+            else:
+                assert y[k] == v, (x.get("step"), k)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start: dict | None = None) -> None:
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-6, worst
+    if start is not None:  # the runs trained: the agreement is not that of untouched weights
+        assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-4
+
+
+@pytest.mark.slow
+def test_rl_on_two_ranks_equals_one(sft_run) -> None:
+    """Same global batch and seeds: the same weights after 3 steps, the same metrics (rewards,
+    KL, entropy, losses, gradient norm, held-out accuracy) and the same rollouts, every rank's
+    in samples/step_N.jsonl."""
+    base = [*SMOKE, f"rl.init={sft_run / 'sft'}", *RL, "--runs-dir", str(sft_run)]
+    lab(["rl", *base, "--run-id", "rl1"])
+    lab(["rl", *base, "--run-id", "rl2"], ranks=2)
+    one, two = sft_run / "rl1", sft_run / "rl2"
+    assert_same_weights(weights(one, "step_3"), weights(two, "step_3"), weights(sft_run / "sft", "final"))
+    assert_same_metrics(logged(one), logged(two))
+    for step in (1, 2, 3):
+        rows1, rows2 = Run(one).samples(step), Run(two).samples(step)
+        assert len(rows2) == 4 * 4  # prompts_per_step x num_generations of the preset, from both ranks
+        keys = ("problem_id", "sample", "response", "reward", "kept")
+        assert [[r[k] for k in keys] for r in rows1] == [[r[k] for k in keys] for r in rows2]
+        assert [r["advantage"] for r in rows2] == pytest.approx([r["advantage"] for r in rows1], abs=1e-5)
+    assert (two / "summary.json").exists() and Run(two).summary()["eval/acc"] == Run(one).summary()["eval/acc"]
+
+
+@pytest.mark.slow
+def test_sft_on_two_ranks_equals_one(sft_run) -> None:
+    """Each rank trains half of every batch: the same weights and logged losses as one process."""
+    base = ["sft", *SMOKE, "sft.bf16_autocast=false", "sft.log_every=5", "--runs-dir", str(sft_run)]
+    lab([*base, "--run-id", "sft1"])
+    lab([*base, "--run-id", "sft2"], ranks=2)
+    one, two = sft_run / "sft1", sft_run / "sft2"
+    assert_same_weights(weights(one, "final"), weights(two, "final"))
+    assert_same_metrics(logged(one), logged(two))
+    assert len(Run(two).traces()) == len(Run(one).traces()) == 1000  # synthesized once, by rank 0
+    assert Run(two).eval_rows("heldout") == Run(one).eval_rows("heldout")
+
+
+@pytest.mark.slow
+def test_budget_sweep_on_two_ranks_gives_the_same_curve(sft_run) -> None:
+    """The problems split over the ranks, the rows gathered: the curve and its rows of one process."""
+    base = ["budget", *SMOKE, f"model.name={sft_run / 'sft'}", "--runs-dir", str(sft_run)]
+    lab([*base, "--run-id", "b1"])
+    lab([*base, "--run-id", "b2"], ranks=2)
+    c1, c2 = Run(sft_run / "b1").curves(), Run(sft_run / "b2").curves()
+    assert c1.keys() == c2.keys() and c1
+    for name in c1:
+        assert c1[name]["points"] == c2[name]["points"] and c1[name]["parallel"] == c2[name]["parallel"]
+        assert Run(sft_run / "b1").eval_rows(f"budget_{name}") == Run(sft_run / "b2").eval_rows(f"budget_{name}")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.slow
+def test_a_killed_rank_resumes_into_the_uninterrupted_run(sft_run) -> None:
+    """SIGKILL rank 1 once step 2's checkpoint is written; `--resume` on two ranks goes on from the
+    last complete checkpoint, and every metric logged after it equals the uninterrupted run's."""
+    steps = ["rl.steps=40", "rl.save_every=2", "rl.eval_every=0", "rl.bf16_autocast=false"]
+    base = ["rl", *SMOKE, f"rl.init={sft_run / 'sft'}", *steps, "--runs-dir", str(sft_run)]
+    lab([*base, "--run-id", "whole"], ranks=2)
+    proc = lab([*base, "--run-id", "killed"], ranks=2, background=True)
+    marker = sft_run / "killed" / "checkpoints" / "step_2" / "COMPLETE"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    ranks = [c for agent in _children(proc.pid) for c in _children(agent)] or _children(proc.pid)
+    workers = [p for p in ranks if "lab" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(workers) == 2, "the run ended before a rank could be killed"
+    rank1 = next(p for p in workers if "RANK=1\0" in Path(f"/proc/{p}/environ").read_text())
+    os.kill(rank1, signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    stopped_at = Run(sft_run / "killed").latest_checkpoint()
+    assert stopped_at is not None and Run(sft_run / "killed").summary() is None
+    lab(["rl", "-q", "--resume", "killed", "--runs-dir", str(sft_run)], ranks=2)
+    whole, resumed = logged(sft_run / "whole"), logged(sft_run / "killed")
+    assert_same_metrics(whole, resumed)
+    assert_same_weights(weights(sft_run / "whole", "step_40"), weights(sft_run / "killed", "step_40"))
+
+
+def test_what_cannot_split_over_the_ranks_is_one_error_before_any_run_folder(sft_run, tmp_path) -> None:
+    """prompts_per_step not divisible by the ranks, a resume on a world size the run's batch does
+    not divide, a CUDA device on a machine without one, a one-process command under torchrun:
+    one `error:` line each, from rank 0, and nothing written."""
+    init = f"rl.init={sft_run / 'sft'}"
+    out = lab(["rl", *SMOKE, init, "rl.prompts_per_step=3", "rl.micro_batch_size=4", "--runs-dir", str(tmp_path)], ranks=2, check=False)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode != 0 and errors == [
+        "error: rl.prompts_per_step=3 does not divide among 2 ranks (each rank samples prompts_per_step / ranks "
+        "prompts): make it a multiple of 2"]
+    assert list(tmp_path.iterdir()) == []
+    out = lab(["demo", "--no-serve", "--runs-dir", str(tmp_path)], ranks=2, check=False)
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+        "error: lab demo runs in one process, not on 2 ranks: start it without torchrun "
+        "(the stages sft, rl, eval and budget run under torchrun)"]
+    if not torch.cuda.is_available():
+        out = lab(["rl", *SMOKE, init, "model.device=cuda", "--runs-dir", str(tmp_path)], check=False)
+        assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
+            "error: model.device=cuda, but torch sees no CUDA device")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_resume_on_a_world_size_the_batch_does_not_divide(sft_run) -> None:
+    """A run made on 2 ranks resumes on 1 (its saved state is whole), not on 3 (4 prompts per step)."""
+    base = ["rl", *SMOKE, f"rl.init={sft_run / 'sft'}", "rl.steps=2", "rl.save_every=1", "--runs-dir", str(sft_run)]
+    lab([*base, "--run-id", "two"], ranks=2)
+    before = (sft_run / "two" / "metrics.jsonl").read_bytes()
+    out = lab(["rl", "-q", "--resume", "two", "rl.steps=3", "--runs-dir", str(sft_run)], ranks=3, check=False)
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+        "error: rl.prompts_per_step=4 does not divide among 3 ranks (each rank samples prompts_per_step / ranks "
+        "prompts): make it a multiple of 3"]
+    assert (sft_run / "two" / "metrics.jsonl").read_bytes() == before
+    lab(["rl", "-q", "--resume", "two", "rl.steps=3", "--runs-dir", str(sft_run)])
+    assert Run(sft_run / "two").summary()["step"] == 3
+    assert json.loads((sft_run / "two" / "config.json").read_text())["config"]["rl"]["steps"] == 3
