@@ -76,6 +76,7 @@ class ModelConfig:
     dtype: str = _f("auto", "weights: 'auto' (sft/rl: fp32, computing in bf16 autocast; other jobs: bf16 on a GPU that supports it, else fp32), fp32, bf16")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     attn_implementation: str = _f("auto", "'auto' (eager on CPU, sdpa on GPU), eager, sdpa, flash_attention_2")
+    fsdp: bool = _f(False, "under torchrun, sft/rl: shard weights, gradients and optimizer state over the ranks (FSDP2, a unit per decoder layer); off: every rank holds the whole model (data parallel)")
 
     def validate(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda"), "model.device must be auto, cpu or cuda")

@@ -231,8 +231,9 @@ def load_policy(
     return model, tokenizer
 
 
-def save_policy(model: Any, tokenizer: Any, path: Path | str) -> Path:
-    """Save in HF format (safetensors). A PEFT model is merged first so any loader reads it."""
+def save_policy(model: Any, tokenizer: Any, path: Path | str, state_dict: dict | None = None) -> Path:
+    """Save in HF format (safetensors). A PEFT model is merged first so any loader reads it.
+    `state_dict`: the weights to write instead of the model's own (a sharded model's, gathered)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     to_save = model
@@ -240,12 +241,16 @@ def save_policy(model: Any, tokenizer: Any, path: Path | str) -> Path:
         import copy
 
         to_save = copy.deepcopy(model).merge_and_unload()
+    if state_dict is not None and getattr(model.config, "tie_word_embeddings", False):
+        # a gathered state dict holds tied weights twice; the model's own save writes them once
+        tied = getattr(model, "_tied_weights_keys", None) or {}
+        state_dict = {k: v for k, v in state_dict.items() if k not in tied}
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # its "Writing model shards" bar, at every checkpoint, is noise
     try:
-        to_save.save_pretrained(path, safe_serialization=True)
+        to_save.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     finally:
         if shown:
             hf_logging.enable_progress_bar()

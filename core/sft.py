@@ -20,7 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import SFTConfig
-from core.dist import SINGLE, Dist
+from core.dist import (
+    SINGLE,
+    Dist,
+    gradient_scale,
+    is_sharded,
+    load_optimizer_state,
+    optimizer_state,
+)
 from core.optim import make_optimizer
 from core.tasks.base import Task, TaskError
 from core.types import Problem
@@ -155,7 +162,7 @@ def train_sft(
     data = batches(examples, batch_size, cfg.seed)
     start = 0
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(model, opt, state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
@@ -168,11 +175,12 @@ def train_sft(
         batch = next(data)
         mine = [batch[i] for i in dist.shard(len(batch))]
         loss_mean, n = accumulate_gradients(model, mine, micro, tokenizer.pad_token_id, cfg.bf16_autocast,
-                                            total=_count(batch))
+                                            total=_count(batch), scale=gradient_scale(model, dist))
         if dist.active:
             loss_sum, n_sum = dist.sum([loss_mean * n, n])
             loss_mean = loss_sum / max(n_sum, 1)
-            dist.sum_gradients(model.parameters())
+            if not is_sharded(model):  # FSDP2 reduced them in backward
+                dist.sum_gradients(model.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
@@ -187,19 +195,21 @@ def train_sft(
                 raise FloatingPointError(f"SFT loss is {last['loss/sft']} at step {step + 1}: lower sft.lr")
             log(last)
         if save is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps:
-            save(step + 1, {"step": step + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            save(step + 1, {"step": step + 1, "optimizer": optimizer_state(model, opt), "scheduler": sched.state_dict(),
                             "torch_rng": torch.get_rng_state()})
     return last
 
 
 def accumulate_gradients(
-    model: Any, batch: Sequence[Example], micro: int, pad_id: int, bf16: bool, total: int | None = None
+    model: Any, batch: Sequence[Example], micro: int, pad_id: int, bf16: bool, total: int | None = None,
+    scale: float = 1.0,
 ) -> tuple[float, int]:
     """Backward over `batch` in micro-batches; grads equal those of one full-batch pass.
 
     Each micro-batch loss is weighted by its share of the batch's response tokens (`total`;
     default: those of `batch`; a rank's block of a batch passes the whole batch's), so the sum
-    of the micro gradients is the gradient of the full batch's token-mean loss.
+    of the micro gradients is the gradient of the full batch's token-mean loss (times `scale`:
+    what undoes a reduction that averages over ranks, `core.dist.gradient_scale`).
     Returns (token-mean loss, response tokens) of `batch`.
     """
     device = str(next(model.parameters()).device)
@@ -208,7 +218,7 @@ def accumulate_gradients(
     for m in range(0, len(batch), micro):
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
             loss, n = response_loss(model, collate(batch[m : m + micro], pad_id, device))
-        (loss * n / total).backward()
+        (loss * (n * scale / total)).backward()
         loss_sum, n_sum = loss_sum + float(loss.detach()) * n, n_sum + n
     return loss_sum / max(n_sum, 1), n_sum
 

@@ -149,13 +149,26 @@ def _run_app(args: argparse.Namespace) -> int:
     return 0  # not reached: execve replaces this process
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with key=value overrides also taken after the options
+    (`lab rl --runs-dir R -q rl.steps=5` as well as `lab rl rl.steps=5 --runs-dir R -q`)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def _ranks() -> tuple[int, int]:
     """(rank, world size) torchrun gave this process; (0, 1) without it."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if args.command == "config":
         _print_config(args.job)
         return 0

@@ -87,9 +87,9 @@ class RecordingSampler:
     def __init__(self, inner) -> None:
         self.inner, self.tokenizer, self.calls = inner, inner.tokenizer, []
 
-    def generate(self, prompt_ids, params, seed, n=1, progress=False, until=None):
+    def generate(self, prompt_ids, params, seed, n=1, progress=False, until=None, prompt_offset=0):
         self.calls.append(([list(p) for p in prompt_ids], params))
-        return self.inner.generate(prompt_ids, params, seed, n, progress, until=until)
+        return self.inner.generate(prompt_ids, params, seed, n, progress, until=until, prompt_offset=prompt_offset)
 
     def sync_weights(self, model) -> None:  # pragma: no cover - protocol only
         pass

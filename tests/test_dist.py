@@ -1,7 +1,8 @@
 """torchrun: N ranks give what one process gives (design principle 14), on CPU over gloo at toy
-sizes. Each test starts `python -m torch.distributed.run --standalone` as a user would start
-`torchrun`; the weights compare in fp32 (bf16 autocast's rounding, amplified by Adam on
-near-zero gradients, would blur a tolerance that shows a real difference)."""
+sizes, data parallel and FSDP2 (`model.fsdp=true`). Each test starts `python -m
+torch.distributed.run --standalone` as a user would start `torchrun`; the weights compare in fp32
+(bf16 autocast's rounding, amplified by Adam on near-zero gradients, would blur a tolerance that
+shows a real difference: a gradient summed where it should be averaged moves weights by ~lr)."""
 
 from __future__ import annotations
 
@@ -67,20 +68,25 @@ def assert_same_metrics(a: list[dict], b: list[dict]) -> None:
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start: dict | None = None) -> None:
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert worst < 1e-6, worst
+    assert worst < 1e-5, worst
     if start is not None:  # the runs trained: the agreement is not that of untouched weights
         assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-4
 
 
+SHARDING = {"ddp": [], "fsdp": ["model.fsdp=true"]}
+
+
 @pytest.mark.slow
-def test_rl_on_two_ranks_equals_one(sft_run) -> None:
+@pytest.mark.parametrize("how", list(SHARDING))
+def test_rl_on_two_ranks_equals_one(sft_run, how) -> None:
     """Same global batch and seeds: the same weights after 3 steps, the same metrics (rewards,
-    KL, entropy, losses, gradient norm, held-out accuracy) and the same rollouts, every rank's
-    in samples/step_N.jsonl."""
+    KL to the EMA anchor, entropy, losses, gradient norm, held-out accuracy) and the same
+    rollouts, every rank's in samples/step_N.jsonl."""
     base = [*SMOKE, f"rl.init={sft_run / 'sft'}", *RL, "--runs-dir", str(sft_run)]
-    lab(["rl", *base, "--run-id", "rl1"])
-    lab(["rl", *base, "--run-id", "rl2"], ranks=2)
-    one, two = sft_run / "rl1", sft_run / "rl2"
+    if not (sft_run / "rl1").exists():
+        lab(["rl", *base, "--run-id", "rl1"])
+    lab(["rl", *base, *SHARDING[how], "--run-id", f"rl2{how}"], ranks=2)
+    one, two = sft_run / "rl1", sft_run / f"rl2{how}"
     assert_same_weights(weights(one, "step_3"), weights(two, "step_3"), weights(sft_run / "sft", "final"))
     assert_same_metrics(logged(one), logged(two))
     for step in (1, 2, 3):
@@ -93,12 +99,14 @@ def test_rl_on_two_ranks_equals_one(sft_run) -> None:
 
 
 @pytest.mark.slow
-def test_sft_on_two_ranks_equals_one(sft_run) -> None:
+@pytest.mark.parametrize("how", list(SHARDING))
+def test_sft_on_two_ranks_equals_one(sft_run, how) -> None:
     """Each rank trains half of every batch: the same weights and logged losses as one process."""
     base = ["sft", *SMOKE, "sft.bf16_autocast=false", "sft.log_every=5", "--runs-dir", str(sft_run)]
-    lab([*base, "--run-id", "sft1"])
-    lab([*base, "--run-id", "sft2"], ranks=2)
-    one, two = sft_run / "sft1", sft_run / "sft2"
+    if not (sft_run / "sft1").exists():
+        lab([*base, "--run-id", "sft1"])
+    lab([*base, *SHARDING[how], "--run-id", f"sft2{how}"], ranks=2)
+    one, two = sft_run / "sft1", sft_run / f"sft2{how}"
     assert_same_weights(weights(one, "final"), weights(two, "final"))
     assert_same_metrics(logged(one), logged(two))
     assert len(Run(two).traces()) == len(Run(one).traces()) == 1000  # synthesized once, by rank 0
@@ -124,14 +132,17 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_rank_resumes_into_the_uninterrupted_run(sft_run) -> None:
+@pytest.mark.parametrize("how", list(SHARDING))
+def test_a_killed_rank_resumes_into_the_uninterrupted_run(sft_run, how) -> None:
     """SIGKILL rank 1 once step 2's checkpoint is written; `--resume` on two ranks goes on from the
-    last complete checkpoint, and every metric logged after it equals the uninterrupted run's."""
+    last complete checkpoint (optimizer and EMA anchor gathered whole, resharded on load), and
+    every metric logged after it equals the uninterrupted run's."""
     steps = ["rl.steps=40", "rl.save_every=2", "rl.eval_every=0", "rl.bf16_autocast=false"]
-    base = ["rl", *SMOKE, f"rl.init={sft_run / 'sft'}", *steps, "--runs-dir", str(sft_run)]
-    lab([*base, "--run-id", "whole"], ranks=2)
-    proc = lab([*base, "--run-id", "killed"], ranks=2, background=True)
-    marker = sft_run / "killed" / "checkpoints" / "step_2" / "COMPLETE"
+    base = ["rl", *SMOKE, f"rl.init={sft_run / 'sft'}", *steps, *SHARDING[how], "--runs-dir", str(sft_run)]
+    whole, killed = f"whole{how}", f"killed{how}"
+    lab([*base, "--run-id", whole], ranks=2)
+    proc = lab([*base, "--run-id", killed], ranks=2, background=True)
+    marker = sft_run / killed / "checkpoints" / "step_2" / "COMPLETE"
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -142,18 +153,17 @@ def test_a_killed_rank_resumes_into_the_uninterrupted_run(sft_run) -> None:
     os.kill(rank1, signal.SIGKILL)
     proc.communicate(timeout=300)
     assert proc.returncode != 0
-    stopped_at = Run(sft_run / "killed").latest_checkpoint()
-    assert stopped_at is not None and Run(sft_run / "killed").summary() is None
-    lab(["rl", "-q", "--resume", "killed", "--runs-dir", str(sft_run)], ranks=2)
-    whole, resumed = logged(sft_run / "whole"), logged(sft_run / "killed")
-    assert_same_metrics(whole, resumed)
-    assert_same_weights(weights(sft_run / "whole", "step_40"), weights(sft_run / "killed", "step_40"))
+    stopped_at = Run(sft_run / killed).latest_checkpoint()
+    assert stopped_at is not None and Run(sft_run / killed).summary() is None
+    lab(["rl", "-q", "--resume", killed, "--runs-dir", str(sft_run)], ranks=2)
+    assert_same_metrics(logged(sft_run / whole), logged(sft_run / killed))
+    assert_same_weights(weights(sft_run / whole, "step_40"), weights(sft_run / killed, "step_40"))
 
 
 def test_what_cannot_split_over_the_ranks_is_one_error_before_any_run_folder(sft_run, tmp_path) -> None:
-    """prompts_per_step not divisible by the ranks, a resume on a world size the run's batch does
-    not divide, a CUDA device on a machine without one, a one-process command under torchrun:
-    one `error:` line each, from rank 0, and nothing written."""
+    """prompts_per_step not divisible by the ranks, a one-process command under torchrun, a CUDA
+    device on a machine without one, FSDP2 without torchrun or with LoRA: one `error:` line each, from rank 0, and
+    nothing written."""
     init = f"rl.init={sft_run / 'sft'}"
     out = lab(["rl", *SMOKE, init, "rl.prompts_per_step=3", "rl.micro_batch_size=4", "--runs-dir", str(tmp_path)], ranks=2, check=False)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
@@ -169,6 +179,14 @@ def test_what_cannot_split_over_the_ranks_is_one_error_before_any_run_folder(sft
         out = lab(["rl", *SMOKE, init, "model.device=cuda", "--runs-dir", str(tmp_path)], check=False)
         assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
             "error: model.device=cuda, but torch sees no CUDA device")
+    out = lab(["rl", *SMOKE, init, "model.fsdp=true", "--runs-dir", str(tmp_path)], check=False)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
+        "error: model.fsdp=true shards the model over torchrun's ranks: start the command with `torchrun")
+    out = lab(["rl", *SMOKE, init, "model.fsdp=true", "rl.lora.enabled=true", "--runs-dir", str(tmp_path)],
+              ranks=2, check=False)
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+        "error: model.fsdp shards full fine-tuning; with LoRA the trained state is small: turn LoRA off or leave "
+        "model.fsdp=false (every rank holds the model)"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -19,12 +19,13 @@ against the exact EMA, in weights and in the KL the penalty sees (docs/perf_log.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from core.dist import full_state, is_sharded, load_full_state
 from core.rl.algos import ema_
 from core.rl.batch import RolloutBatch, logprobs_no_grad
 
@@ -49,7 +50,10 @@ def lora_effective_deltas(adapters: dict[str, torch.Tensor], scale: float) -> di
 class Anchor:
     """A frozen copy of the policy (or of its adapters, with `lora`), updated by the rule of `mode`."""
 
-    def __init__(self, policy: Any, mode: str, rate: float, reset_every: int, lora: bool = False) -> None:
+    def __init__(self, policy: Any, mode: str, rate: float, reset_every: int, lora: bool = False,
+                 copy_of: Any = None) -> None:
+        """`copy_of`: the anchor's model ready made (a sharded policy's anchor is sharded alike),
+        instead of a deep copy of `policy`."""
         self.mode, self.rate, self.reset_every, self.lora = mode, rate, reset_every, lora
         self.model: Any = None
         self.adapters: dict[str, torch.Tensor] = {}
@@ -60,7 +64,7 @@ class Anchor:
             if not self.adapters:
                 raise ValueError("anchor with lora=True needs a PEFT policy with LoRA adapters")
             return
-        self.model = copy.deepcopy(policy).eval()
+        self.model = (copy.deepcopy(policy) if copy_of is None else copy_of).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -102,17 +106,22 @@ class Anchor:
                 for p, s in zip(live, saved, strict=True):
                     p.copy_(s)
 
-    def logprobs(self, policy: Any, batch: RolloutBatch, passes: list[torch.Tensor], bf16: bool) -> torch.Tensor:
+    def logprobs(self, policy: Any, batch: RolloutBatch, passes: Sequence[torch.Tensor | None],
+                 bf16: bool) -> torch.Tensor:
         """log pi_ref of the batch's next tokens, [B, L-1], without a graph, in `passes` (row indices)."""
         if not self.lora:
-            return logprobs_no_grad(self.model, batch, 0, bf16, passes)
+            out = logprobs_no_grad(self.model, batch, 0, bf16, passes)
+            if is_sharded(self.model):  # FSDP2 keeps the root unit gathered after a forward with no backward
+                self.model.reshard()
+            return out
         with self._swapped_in(policy):
             return logprobs_no_grad(policy, batch, 0, bf16, passes)
 
     def state_dict(self) -> dict[str, Any]:
+        """Whole tensors (gathered on rank 0 when the anchor is sharded: collective)."""
         if self.lora:
             return {n: t.clone() for n, t in self.adapters.items()}
-        return {} if self.model is None else self.model.state_dict()
+        return {} if self.model is None else full_state(self.model)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -121,4 +130,4 @@ class Anchor:
             for n, t in self.adapters.items():
                 t.copy_(state[n])
         elif self.model is not None:
-            self.model.load_state_dict(state)
+            load_full_state(self.model, state)

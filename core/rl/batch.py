@@ -39,6 +39,11 @@ class RolloutBatch:
         pos = torch.arange(1, self.mask.size(1) + 1, device=self.mask.device)
         return (self.mask * pos).amax(dim=1).long() + 1
 
+    def idle(self) -> RolloutBatch:
+        """One row, two tokens, nothing scored: the pass a rank runs where others still have rows
+        (under FSDP2 every forward is a collective, so every rank runs as many)."""
+        return RolloutBatch(self.ids[:1, :2], torch.zeros_like(self.mask[:1, :1]))
+
     def passes(self, micro: int, max_tokens: int = 0) -> list[torch.Tensor]:
         """Row indices of each forward pass: rows sorted by length (so a pass pads little) and
         grouped into passes of at most `micro` rows and, when `max_tokens` > 0, at most that many
@@ -102,11 +107,14 @@ def forward_stats(
 
 @torch.no_grad()
 def logprobs_no_grad(model: Any, batch: RolloutBatch, micro: int, bf16: bool = False,
-                     passes: list[torch.Tensor] | None = None) -> torch.Tensor:
+                     passes: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
     """Log-probs [B, L-1] without building a graph, in `passes` (row indices, see
-    `RolloutBatch.passes`), or else in passes of `micro` length-sorted rows."""
+    `RolloutBatch.passes`; None: an idle pass), or else in passes of `micro` length-sorted rows."""
     out = torch.zeros_like(batch.mask)
     for rows in passes if passes is not None else batch.passes(micro):
+        if rows is None:
+            forward_stats(model, batch.idle(), with_entropy=False, bf16=bf16)
+            continue
         logp, _ = forward_stats(model, batch.take(rows), with_entropy=False, bf16=bf16)
         out[rows, : logp.size(1)] = logp
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from core.config import EvalConfig
+from core.dist import full_state, is_sharded
 from core.evaluate import evaluate
 from core.models import save_policy
 from core.rl.trainer import Trainer
@@ -53,7 +54,8 @@ def train(trainer: Trainer, run: Run, heldout: HeldOut, eval_cfg: EvalConfig, in
             last = run.latest_checkpoint()
             raise FloatingPointError(f"{e}; the last good checkpoint is {last or 'none (no step was saved yet)'}") from None
         t_sync = time.perf_counter()
-        trainer.sampler.sync_weights(trainer.policy)  # the vLLM engine holds a copy of the weights; hf shares them
+        # the vLLM engine holds a copy of the weights; hf shares them (or decodes a sharded policy's replica)
+        trainer.sampler.sync_weights(trainer.sampling_policy())
         metrics["time/sync_weights_s"] = time.perf_counter() - t_sync
         run.log_metrics(metrics)
         run.append_samples(metrics["step"], rows)
@@ -79,14 +81,16 @@ def heldout_eval(trainer: Trainer, heldout: HeldOut, cfg: EvalConfig) -> dict:
 def save_checkpoint(trainer: Trainer, run: Run, init: str) -> None:
     """checkpoints/step_N: the policy in HF format (merged when LoRA, so any loader reads it;
     the adapters beside it), the resume state, then the COMPLETE marker. Rank 0 writes it: the
-    weights and the trainer state are the same on every rank (`core.dist`)."""
+    weights and the trainer state are whole there (gathered from every rank when sharded)."""
+    weights = full_state(trainer.policy) if is_sharded(trainer.policy) else None
+    state = trainer.state()
     if not trainer.dist.main:
         return
     path = run.begin_checkpoint(run.checkpoint_dir(trainer.step_idx))
-    save_policy(trainer.policy, trainer.tok, path)
+    save_policy(trainer.policy, trainer.tok, path, weights)
     if trainer.cfg.lora.enabled:
         trainer.policy.save_pretrained(path / "adapter")
-    save_tree({**trainer.state(), "init": init}, run.trainer_state_path(path))
+    save_tree({**state, "init": init}, run.trainer_state_path(path))
     run.mark_checkpoint_complete(path)
 
 

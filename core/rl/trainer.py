@@ -10,6 +10,7 @@ log-probs. The story around the steps (logging, evaluation, checkpoints): `core.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import warnings
@@ -18,7 +19,16 @@ from typing import Any
 import torch
 
 from core.config import RLConfig
-from core.dist import SINGLE, Dist
+from core.dist import (
+    SINGLE,
+    Dist,
+    full_state,
+    gradient_scale,
+    is_sharded,
+    load_optimizer_state,
+    optimizer_state,
+    shard_model,
+)
 from core.optim import make_optimizer
 from core.rewards import repeat_rule, score
 from core.rl import algos
@@ -40,15 +50,24 @@ class Trainer:
     a prompt on one rank, so RLOO's groups stay whole); selection, the loss's token mean and the
     gradient are global, and so are the metrics: N ranks give what one process gives at the
     same `prompts_per_step` and seeds.
+
+    `replica`, with a policy sharded by FSDP2 (`core.dist.shard_model`): a whole copy of it that
+    the sampler decodes with (each rank decodes on its own, as a colocated vLLM engine would),
+    refreshed from the sharded weights after each update (`sampling_policy`).
     """
 
     def __init__(self, policy: Any, tokenizer: Any, sampler: Sampler, task: Task,
-                 train: list[Problem], cfg: RLConfig, dist: Dist = SINGLE) -> None:
+                 train: list[Problem], cfg: RLConfig, dist: Dist = SINGLE, replica: Any = None) -> None:
         self.policy, self.tok, self.sampler, self.task, self.train, self.cfg, self.dist = (
             policy, tokenizer, sampler, task, train, cfg, dist)
+        self.replica = replica
         self.opt, self.sched = make_optimizer(policy.parameters(), cfg.lr, cfg.warmup_steps, cfg.steps,
                                               betas=(0.9, 0.99))
-        self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every, lora=cfg.lora.enabled)
+        anchor_copy = None
+        if is_sharded(policy) and cfg.anchor != "none" and not cfg.lora.enabled:  # sharded like the policy
+            anchor_copy = shard_model(copy.deepcopy(replica), cfg.bf16_autocast)
+        self.anchor = Anchor(policy, cfg.anchor, cfg.anchor_rate, cfg.reset_every, lora=cfg.lora.enabled,
+                             copy_of=anchor_copy)
         self.step_idx = 0
         self._order: tuple[int, list[int]] = (-1, [])
         self.device = str(next(policy.parameters()).device)
@@ -58,6 +77,7 @@ class Trainer:
         # was slower again; docs/perf_log.md); no cap on a GPU
         self.pass_tokens = cfg.pass_tokens if cfg.pass_tokens >= 0 else (4096 if self.device == "cpu" else 0)
         self._token_texts: list[str] | None = None
+        self._idle = 0  # passes this rank runs idle this step (FSDP2: as many passes as the busiest rank)
 
     def _epoch_order(self, epoch: int) -> list[int]:
         """The shuffled problem order of `epoch` (a pure function of seed and epoch; cached)."""
@@ -128,8 +148,8 @@ class Trainer:
             old = place_logprobs(prompts, [comp.token_logprobs or () for comp in comps], batch)
             bf16 = False  # the HF sampler decodes in the weights' dtype, without autocast
         else:
-            old = logprobs_no_grad(self.policy, batch, 0, bf16, passes)
-        ref = self.anchor.logprobs(self.policy, batch, passes, bf16) if self.anchor.active else None
+            old = logprobs_no_grad(self.policy, batch, 0, bf16, passes + [None] * self._idle)
+        ref = self.anchor.logprobs(self.policy, batch, passes + [None] * self._idle, bf16) if self.anchor.active else None
         return old, ref
 
     def advantages(self, r: Rollouts, batch: RolloutBatch, old_logp: torch.Tensor,
@@ -175,25 +195,36 @@ class Trainer:
                 warnings.simplefilter("ignore", UserWarning)  # the schedule goes on: "step before optimizer"
                 self.sched.step()
             return {**stats, "optim/grad_norm": 0.0, "optim/lr": self.sched.get_last_lr()[0]}
-        passes = [rows for rows in passes if batch.mask[rows].any()]
+        sharded = is_sharded(self.policy)
+        if sharded:  # every rank runs as many passes (collectives); a pass with nothing to score runs idle
+            passes = passes + [None] * self._idle
+        else:
+            passes = [rows for rows in passes if batch.mask[rows].any()]
         for epoch in range(c.ppo_epochs):
             self.opt.zero_grad(set_to_none=True)
             for rows in passes:
+                if rows is None or not batch.mask[rows].any():
+                    logp, _ = forward_stats(self.policy, batch.idle(), with_entropy=False, bf16=c.bf16_autocast)
+                    (logp.sum() * 0.0).backward()
+                    continue
                 part = batch.take(rows)
                 logp, ent = forward_stats(self.policy, part, with_entropy=True, bf16=c.bf16_autocast)
                 old = logp.detach() if on_policy else old_logp[rows, : logp.size(1)]
                 if not on_policy and epoch == 0:
                     gap = float(((logp.detach() - old).abs() * part.mask).max())
                     stats["ppo/first_log_ratio_max"] = max(stats["ppo/first_log_ratio_max"], gap)
-                weight = part.mask.sum() / n_tokens  # token-mean over the whole batch
+                # token-mean over the whole batch, every rank's rows (and undoing FSDP2's average)
+                weight = part.mask.sum() / n_tokens * gradient_scale(self.policy, self.dist)
                 pg = algos.policy_loss(logp, old, adv[rows], part.mask, clip)
                 entropy = algos.masked_mean(ent, part.mask)
                 loss = (pg - c.entropy_coef * entropy) * weight
                 self._check_finite(float(loss.detach()), "loss")
                 loss.backward()
-                stats["loss/policy"] += float(pg.detach()) * float(weight) / c.ppo_epochs
-                stats["loss/entropy"] += float(entropy.detach()) * float(weight) / c.ppo_epochs
-            self.dist.sum_gradients(self.policy.parameters())
+                share = float(part.mask.sum()) / n_tokens / c.ppo_epochs
+                stats["loss/policy"] += float(pg.detach()) * share
+                stats["loss/entropy"] += float(entropy.detach()) * share
+            if not sharded:  # FSDP2 reduced them in backward
+                self.dist.sum_gradients(self.policy.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
             self._check_finite(float(grad_norm), "gradient norm")
             self.opt.step()
@@ -222,7 +253,10 @@ class Trainer:
             prompts = [r.prompt_ids[g] for g, _, _ in kept]
             batch = pack(prompts, [c.token_ids for _, c, _ in kept], self.tok.pad_token_id, self.device)
             passes = batch.passes(self.cfg.micro_batch_size, self.pass_tokens)
+            self._idle = int(self.dist.max([len(passes)])[0]) - len(passes) if is_sharded(self.policy) else 0
             old_logp, ref_logp = self.logprobs(prompts, [c for _, c, _ in kept], batch, passes)
+            if is_sharded(self.policy):  # FSDP2 keeps the root unit gathered after a forward with no backward
+                self.policy.reshard()
             adv, kl_stats = self.advantages(r, batch, old_logp, ref_logp)
         with timer("update"):
             # groups that dynamic filtering dropped leave the loss: not in its token mean, no
@@ -257,16 +291,32 @@ class Trainer:
         return whole, [a for _, x in parts for a in x]
 
     # ---------------------------------------------------------------- state
+    def sampling_policy(self) -> Any:
+        """The model the sampler should decode with now: the policy, or its whole replica
+        refreshed from the sharded weights (collective)."""
+        if self.replica is None:
+            return self.policy
+        with torch.no_grad():
+            for name, tensor in full_state(self.policy, everywhere=True).items():
+                self._replica_state[name].copy_(tensor)
+        return self.replica
+
+    @property
+    def _replica_state(self) -> dict[str, torch.Tensor]:
+        return self.replica.state_dict(keep_vars=True)
+
     def state(self) -> dict:
-        """Everything but the base weights: with LoRA the adapter tensors too."""
+        """Everything but the base weights: with LoRA the adapter tensors too. Whole tensors
+        (gathered on rank 0 when sharded: collective, every rank calls it)."""
         adapters = {n: p.detach().clone() for n, p in adapter_params(self.policy).items()} if self.cfg.lora.enabled else {}
-        return {"step": self.step_idx, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+        return {"step": self.step_idx, "optimizer": optimizer_state(self.policy, self.opt),
+                "scheduler": self.sched.state_dict(),
                 "anchor": self.anchor.state_dict(), "adapters": adapters,
                 "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}
 
     def load_state(self, state: dict) -> None:
         self.step_idx = state["step"]
-        self.opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.policy, self.opt, state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.anchor.load_state_dict(state["anchor"])
         live = adapter_params(self.policy)

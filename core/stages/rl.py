@@ -3,6 +3,7 @@ checkpoint. Setup here (policy, sampler, data, resume), the steps in `core.rl.lo
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from core.config import ConfigError, RLJob
+from core.dist import shard_model
 from core.models import EMBEDDED, apply_lora, load_model
 from core.rl.loop import HeldOut, heldout_eval, load_resume_state, train
 from core.rl.trainer import Trainer
@@ -67,8 +69,12 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
     else:
         ckpt, state, policy, tok = resumed
         init = state["init"]
-    sampler = make_sampler(job.rl.sampling.backend, policy, tok, job.rl.sampling)
-    trainer = Trainer(policy, tok, sampler, task, train_set, job.rl, ctx.dist)
+    replica = None
+    if job.model.fsdp and ctx.dist.joined:  # the sampler decodes a whole copy; training shards the policy
+        replica = copy.deepcopy(policy)
+        policy = shard_model(policy, job.rl.bf16_autocast)
+    sampler = make_sampler(job.rl.sampling.backend, replica or policy, tok, job.rl.sampling)
+    trainer = Trainer(policy, tok, sampler, task, train_set, job.rl, ctx.dist, replica)
     if resumed is not None:
         trainer.load_state(state)
         run.rewind(trainer.step_idx)

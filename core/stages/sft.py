@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from core.config import EvalConfig, SFTJob, SynthJob
+from core.dist import full_state, is_sharded, shard_model
 from core.models import apply_lora, count_parameters, load_model, save_policy
 from core.sft import build_examples, trace_problem, train_sft
 from core.stages import synth
@@ -77,14 +78,17 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
         say(f"resumed from {ckpt} at step {state['step']}")
     examples, dropped = build_examples(traces, task, tok, job.sft.max_seq_len)
     n_params = count_parameters(model)
+    if job.model.fsdp and ctx.dist.joined:
+        model = shard_model(model, job.sft.bf16_autocast)
     say(f"training {job.model.name} ({n_params / 1e6:.2f}M parameters) on {len(examples)} traces "
         f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
 
     def save(step: int, resume_state: dict) -> None:
-        if not ctx.dist.main:  # the weights and the optimizer are the same on every rank: rank 0 saves
+        weights = full_state(model) if is_sharded(model) else None  # every rank gathers, rank 0 gets it
+        if not ctx.dist.main:  # the weights and the optimizer are whole on rank 0: it saves
             return
         path = run.begin_checkpoint(run.checkpoint_dir(step))
-        save_policy(model, tok, path)
+        save_policy(model, tok, path, weights)
         adapters = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad} if job.sft.lora.enabled else {}
         save_tree({**resume_state, "adapters": adapters}, run.trainer_state_path(path))
         run.mark_checkpoint_complete(path)
@@ -94,11 +98,15 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
                      save=save, dist=ctx.dist)
     train_s = time.time() - train_t0
     final = run.checkpoint_dir("final")
+    weights = full_state(model) if is_sharded(model) else None
     if ctx.dist.main:
         run.begin_checkpoint(final)
-        save_policy(model, tok, final)
+        save_policy(model, tok, final, weights)
         run.mark_checkpoint_complete(final)
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
+    if is_sharded(model):  # sampling runs apart on each rank: every rank evaluates the whole saved model
+        ctx.dist.barrier()
+        model, tok = load_model(replace(job.model, name=str(final)), job.sft.seed)
     summary = evaluate_model(model, tok, ev_task, job.eval, run, "heldout", say, ctx.progress, ctx.dist)
     synth_out = {("synth/time_s" if k == "time_s" else k): v for k, v in synth_out.items()}
     out = {**synth_out, "sft/loss": last["loss/sft"], "sft/train_s": train_s,
