@@ -89,11 +89,14 @@ class VLLMSampler:
         dtype = {"bf16": "bfloat16", "fp32": "float32"}.get(
             cfg.vllm_dtype, str(next(model.parameters()).dtype).removeprefix("torch."))
         eager = cfg.vllm_eager == "true" or (cfg.vllm_eager == "auto" and not torch.cuda.is_available())
+        # under torchrun: one engine per rank, in this process, on this rank's device (vLLM's
+        # external launcher with tensor_parallel_size 1: each rank decodes its own prompts)
+        colocated = {"distributed_executor_backend": "external_launcher"} if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
         self.llm = LLM(
             model=self._dir, skip_tokenizer_init=True, dtype=dtype, seed=0,
             enable_prefix_caching=True, gpu_memory_utilization=cfg.vllm_memory_frac,
             kv_cache_memory_bytes=int(cfg.vllm_kv_cache_gib * GIB), enable_sleep_mode=self._sleep,
-            enforce_eager=eager,
+            enforce_eager=eager, **colocated,
         )
 
     # ------------------------------------------------------------------ weights

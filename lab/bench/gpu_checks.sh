@@ -13,6 +13,8 @@
 #    seconds, peak GPU memory and tokens/s per phase -> $OUT/math_path.log
 # 6. if trl and datasets import: python3 -m lab.bench.rl_step --device cuda --random-init --steps 3
 #    (ours vs TRL on the GPU)  -> $OUT/rl_step.log
+# 7. torchrun and FSDP2 on the GPU (lab.bench.scaling --device cuda): RL samples/s of one process
+#    against torchrun with one rank and model.fsdp=true (the overhead, target <= 5%)  -> $OUT/scaling.log
 #
 # Every step runs under `timeout` and the whole script ends within TOTAL_S seconds (default
 # 560 s); a step that fails does not stop the later ones. $OUT/summary.txt
@@ -137,6 +139,9 @@ else
   cat "$OUT/trl_import.log"
   echo "rl_step rc=skipped(no trl) s=0" >>"$SUMMARY"
 fi
+
+# ---------------------------------------------------------------- 7. torchrun + FSDP2 on the GPU
+step scaling 150 python3 -m lab.bench.scaling --device cuda --steps 6
 
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$OUT/nvidia_smi_end.txt" 2>&1
 echo "== summary (total $(($(date +%s) - START)) s, limit $TOTAL_S s)"
