@@ -262,8 +262,12 @@ def check_world(job: Any, dist: Dist) -> None:
 
 
 def close() -> None:
-    """Leave the process group (at the end of a command)."""
+    """Leave the process group (at the end of a command). Not where vLLM engines run in this
+    process: their shutdown (at exit) takes down the groups they made on top of it, and fails
+    on a group already gone."""
+    import sys
+
     import torch.distributed as tdist
 
-    if tdist.is_initialized():
+    if tdist.is_initialized() and "vllm" not in sys.modules:
         tdist.destroy_process_group()

@@ -250,13 +250,33 @@ def save_policy(model: Any, tokenizer: Any, path: Path | str, state_dict: dict |
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # its "Writing model shards" bar, at every checkpoint, is noise
     try:
-        to_save.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
+        if _distributed_rank() > 0:  # transformers writes weights on rank 0 only; a rank's own copy (its vLLM engine's)
+            _write_weights(to_save, path, state_dict)
+        else:
+            to_save.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     finally:
         if shown:
             hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(path)
     set_file_modes(path)
     return path
+
+
+def _distributed_rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
+def _write_weights(model: Any, path: Path, state_dict: dict | None) -> None:
+    """What `save_pretrained` writes for a model of one safetensors file (config, generation
+    config, weights with tied ones once), from any rank."""
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    tied = (getattr(model, "_tied_weights_keys", None) or {}) if getattr(model.config, "tie_word_embeddings", False) else {}
+    weights = {k: v.detach().contiguous().clone() for k, v in (state_dict or model.state_dict()).items() if k not in tied}
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
 def count_parameters(model: Any) -> int:

@@ -204,3 +204,17 @@ def test_resume_on_a_world_size_the_batch_does_not_divide(sft_run) -> None:
     lab(["rl", "-q", "--resume", "two", "rl.steps=3", "--runs-dir", str(sft_run)])
     assert Run(sft_run / "two").summary()["step"] == 3
     assert json.loads((sft_run / "two" / "config.json").read_text())["config"]["rl"]["steps"] == 3
+
+
+def test_a_rank_other_than_0_writes_what_save_pretrained_writes(tmp_path) -> None:
+    """transformers' `save_pretrained` writes no weights on a rank other than 0 once
+    torch.distributed is initialised; a rank's own copy (its vLLM engine's folder) is written by
+    `core.models._write_weights`: the same files and tensors."""
+    from core.models import _write_weights, build_tiny_model
+
+    model, _ = build_tiny_model(task="minimath")
+    model.save_pretrained(tmp_path / "hf")
+    _write_weights(model, tmp_path / "ours", None)
+    ours, hf = load_file(tmp_path / "ours" / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+    assert ours.keys() == hf.keys() and all(torch.equal(ours[k], hf[k]) for k in hf)
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == sorted(p.name for p in (tmp_path / "hf").iterdir())

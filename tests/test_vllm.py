@@ -226,3 +226,26 @@ def test_budget_sweep_with_vllm(tmp_path, trained_dir) -> None:
     curve = json.loads((tmp_path / "b" / "curves" / f"{trained_dir.name}.json").read_text())
     assert curve["complete"] and [p["budget_tokens"] for p in curve["points"]] == [8, 16]
     assert set(out["acc_at_max"]) == {trained_dir.name}
+
+
+@pytest.mark.vllm
+def test_rl_on_two_ranks_with_an_engine_each(tmp_path, trained_dir) -> None:
+    """torchrun with 2 ranks: each rank starts its own engine in its process (vLLM's external
+    launcher) and decodes its half of the prompts; per-request seeds keyed by the prompt's place
+    in the step give the rollouts of one process with one engine, and the run ends cleanly."""
+    args = ["rl", "-q", "--runs-dir", str(tmp_path), f"rl.init={trained_dir}", "rl.steps=2",
+            "rl.prompts_per_step=4", "rl.num_generations=4", "rl.sampling.max_new_tokens=32", "rl.micro_batch_size=16",
+            "eval.num_problems=8", "eval.sampling.max_new_tokens=32", "rl.eval_every=0", "rl.save_every=2",
+            "rl.sampling.backend=vllm", "eval.sampling.backend=vllm", "rl.bf16_autocast=false"]
+    _lab(*args, "--run-id", "one")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "lab", *args, "--run-id", "two"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from core.store import Run
+
+    assert "Error" not in "".join(line for line in proc.stderr.splitlines() if line.startswith(("[rank0]:", "[rank1]:")))
+    for step in (1, 2):
+        one, two = (Run(tmp_path / run).samples(step) for run in ("one", "two"))
+        keys = ("problem_id", "sample", "response", "reward")
+        assert [[r[k] for k in keys] for r in one] == [[r[k] for k in keys] for r in two]
