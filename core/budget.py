@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.config import BudgetConfig, SamplingConfig
+from core.dist import SINGLE, Dist
 from core.evaluate import accuracy_interval, parallel_scaling
 from core.sampling.protocol import AnswerEnd, RowsDone, Sampler, derive_seed
 from core.sampling.text import decode_text, encode_prompts
@@ -132,15 +133,17 @@ def _answer_params(cfg: BudgetConfig) -> SamplingConfig:
 
 def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cfg: BudgetConfig,
                    progress: bool = False, summarizer: Sampler | None = None,
-                   fork: bool = True, on_rows: RowsDone | None = None, prompt_offset: int = 0) -> Sweep:
+                   fork: bool = True, on_rows: RowsDone | None = None, dist: Dist = SINGLE) -> Sweep:
     """Generate once up to the largest budget and get an answer for every cut response.
 
     `fork=False` turns off the transformers backend's KV-cache forks (for comparisons);
-    `on_rows(done, total)` hears the generation's progress where the backend forks;
-    `prompt_offset`: the index of `problems[0]` in the whole sweep (a rank's block of it: the
-    responses and, with forks, the forced answers are those of the whole sweep)."""
+    `on_rows(done, total)` hears the generation's progress (this rank's) where the backend forks.
+    Under torchrun (`dist`) each rank generates its block of the problems (with forks, their
+    forced answers too) and of every later list of continuations; every rank gets the whole
+    sweep, the one a single process makes (draws are keyed by each row's place in the whole)."""
     tok = sampler.tokenizer
     cue = Cue.build(tok, cfg.answer_cue or task.answer_cue())
+    mine = dist.shard(len(problems))
     prompts = encode_prompts(tok, [task.render_prompt(p, tok) for p in problems])
     params = replace(cfg.sampling, max_new_tokens=max(cfg.budgets))
     seed = derive_seed(cfg.seed, "budget")
@@ -153,27 +156,26 @@ def generate_sweep(sampler: Sampler, task: Task, problems: Sequence[Problem], cf
             return None if at is not None and at <= budget else cue.after(tok, generated[:budget])
 
         groups, answers = sampler.generate_forked(
-            prompts, params, seed, cfg.num_samples, cfg.budgets, plan, _answer_params(cfg), answer_seed,
-            progress, until, on_rows, prompt_offset)
+            prompts[mine.start : mine.stop], params, seed, cfg.num_samples, cfg.budgets, plan, _answer_params(cfg),
+            answer_seed, progress, until, on_rows, mine.start)
         # a fork taken before the response's next token was known may turn out unneeded
         for b, got in answers.items():
             answers[b] = {(i, j): a for (i, j), a in got.items()
                           if truncated_at(reasoning_length(groups[i][j], cue.core, eos), b)}
-        return Sweep(groups, answers, cue)
-    groups = sampler.generate(prompts, params, seed=seed, n=cfg.num_samples, progress=progress,
-                              prompt_offset=prompt_offset)
+        return merge_sweeps(dist.gather(Sweep(groups, answers, cue)))
+    groups = generate_sharded(sampler, prompts, params, seed, dist, cfg.num_samples, progress=progress)
     for r in range(cfg.extend_wait):
-        groups = extend_with_wait(sampler, task, prompts, groups, cue, params, cfg, derive_seed(seed, "wait", r))
+        groups = extend_with_wait(sampler, task, prompts, groups, cue, params, cfg, derive_seed(seed, "wait", r), dist)
     answers: dict[int, Answers] = {}
     for b in cfg.budgets:
         cut = [(i, j) for i, g in enumerate(groups) for j, c in enumerate(g)
                if truncated_at(reasoning_length(c, cue.core, eos), b)]
         if cfg.mode == "forced":
-            answers[b] = _force(sampler, prompts, groups, cut, b, cue, _answer_params(cfg), answer_seed, until)
+            answers[b] = _force(sampler, prompts, groups, cut, b, cue, _answer_params(cfg), answer_seed, until, dist)
         else:
             assert summarizer is not None, "mode=summarizer needs a summarizer sampler"
             answers[b] = _summarize(summarizer, tok, task, problems, groups, cut, b, cue.text, cfg, answer_seed,
-                                    until)
+                                    until, dist)
     return Sweep(groups, answers, cue)
 
 
@@ -184,16 +186,27 @@ def answer_end(task: Task, cue: Cue) -> AnswerEnd | None:
     return end if end is not None and cue.text == task.answer_cue() else None
 
 
+def generate_sharded(sampler: Sampler, inputs: Sequence[Sequence[int]], params: SamplingConfig, seed: int,
+                     dist: Dist, n: int = 1, until: AnswerEnd | None = None,
+                     progress: bool = False) -> list[list[Completion]]:
+    """`sampler.generate` over `inputs`, each rank its block of them, every rank getting all
+    groups: what one process's call gives (a row's draws are keyed by its place in `inputs`)."""
+    mine = dist.shard(len(inputs))
+    out = sampler.generate([inputs[i] for i in mine], params, seed=seed, n=n, progress=progress and dist.main,
+                           until=until, prompt_offset=mine.start)
+    return [g for part in dist.gather(out) for g in part]
+
+
 def _answers(sampler: Sampler, inputs: list[list[int]], params: SamplingConfig, seed: int,
-             until: AnswerEnd | None) -> list[Completion]:
+             until: AnswerEnd | None, dist: Dist = SINGLE) -> list[Completion]:
     """One answer continuation per input, cut where `until` finds it settled (the transformers
     backend also stops there; other backends generate to the stop string and are cut after)."""
-    return [g[0] for g in sampler.generate(inputs, params, seed=seed, n=1, until=until)]
+    return [g[0] for g in generate_sharded(sampler, inputs, params, seed, dist, until=until)]
 
 
 def _force(sampler: Sampler, prompts: list[list[int]], groups: list[list[Completion]],
            cut: list[tuple[int, int]], budget: int, cue: Cue, params: SamplingConfig,
-           seed: int, until: AnswerEnd | None = None) -> Answers:
+           seed: int, until: AnswerEnd | None = None, dist: Dist = SINGLE) -> Answers:
     """Forced answers over prompt + first `budget` tokens + cue, as token ids."""
     tok = sampler.tokenizer
     inputs = []
@@ -202,12 +215,13 @@ def _force(sampler: Sampler, prompts: list[list[int]], groups: list[list[Complet
         inputs.append(list(prompts[i]) + head + list(cue.after(tok, head)))
     if not inputs:
         return {}
-    return dict(zip(cut, _answers(sampler, inputs, params, derive_seed(seed, budget), until)))
+    return dict(zip(cut, _answers(sampler, inputs, params, derive_seed(seed, budget), until, dist)))
 
 
 def _summarize(summarizer: Sampler, policy_tok: Any, task: Task, problems: Sequence[Problem],
                groups: list[list[Completion]], cut: list[tuple[int, int]], budget: int,
-               cue_text: str, cfg: BudgetConfig, seed: int, until: AnswerEnd | None = None) -> Answers:
+               cue_text: str, cfg: BudgetConfig, seed: int, until: AnswerEnd | None = None,
+               dist: Dist = SINGLE) -> Answers:
     """The summarizer reads problem + cut reasoning (as text) and continues after the cue."""
     if not cut:
         return {}
@@ -217,13 +231,14 @@ def _summarize(summarizer: Sampler, policy_tok: Any, task: Task, problems: Seque
         head = policy_tok.decode(list(groups[i][j].token_ids[:budget]), skip_special_tokens=True)
         sep = "" if head.endswith("\n") or cue_text.startswith("\n") else "\n"
         texts.append(task.render_prompt(problems[i], stok) + head + sep + cue_text)
-    out = _answers(summarizer, encode_prompts(stok, texts), _answer_params(cfg), derive_seed(seed, budget), until)
+    out = _answers(summarizer, encode_prompts(stok, texts), _answer_params(cfg), derive_seed(seed, budget), until,
+                   dist)
     return dict(zip(cut, out))
 
 
 def extend_with_wait(sampler: Sampler, task: Task, prompts: list[list[int]],
                      groups: list[list[Completion]], cue: Cue, params: SamplingConfig,
-                     cfg: BudgetConfig, seed: int) -> list[list[Completion]]:
+                     cfg: BudgetConfig, seed: int, dist: Dist = SINGLE) -> list[list[Completion]]:
     """s1 extension: a response that ended before the token limit loses its answer, gets the
     wait cue, and continues within the remaining tokens. Others are kept as they are."""
     tok = sampler.tokenizer
@@ -246,7 +261,7 @@ def extend_with_wait(sampler: Sampler, task: Task, prompts: list[list[int]],
     if not todo:
         return out
     longest = params.max_new_tokens - min(len(h) for h in heads)
-    conts = sampler.generate(inputs, replace(params, max_new_tokens=longest), seed=seed, n=1)
+    conts = generate_sharded(sampler, inputs, replace(params, max_new_tokens=longest), seed, dist)
     for (i, j), head, g in zip(todo, heads, conts):
         room = params.max_new_tokens - len(head)
         cont = g[0]
@@ -295,7 +310,7 @@ def unconstrained_cap(cfg: BudgetConfig) -> int:
 
 
 def unconstrained(sampler: Sampler, task: Task, problems: Sequence[Problem], sweep: Sweep,
-                  cfg: BudgetConfig, label: str) -> tuple[CurvePoint, list[dict]] | None:
+                  cfg: BudgetConfig, label: str, dist: Dist = SINGLE) -> tuple[CurvePoint, list[dict]] | None:
     """Accuracy of the same model with no budget: the sweep's responses that were still going
     at the largest budget continue up to `unconstrained_cap(cfg)` tokens; every response is
     scored as it ended (no forced answer). None when switched off."""
@@ -309,7 +324,7 @@ def unconstrained(sampler: Sampler, task: Task, problems: Sequence[Problem], swe
         prompts = encode_prompts(tok, [task.render_prompt(problems[i], tok) for i, _ in going])
         inputs = [list(p) + list(sweep.groups[i][j].token_ids) for p, (i, j) in zip(prompts, going)]
         params = replace(cfg.sampling, max_new_tokens=cap - top)
-        more = sampler.generate(inputs, params, seed=derive_seed(cfg.seed, "budget", "unconstrained"), n=1)
+        more = generate_sharded(sampler, inputs, params, derive_seed(cfg.seed, "budget", "unconstrained"), dist)
         for (i, j), g in zip(going, more):
             ends[(i, j)] = (list(sweep.groups[i][j].token_ids) + list(g[0].token_ids), g[0].finish_reason)
     keys, texts, used, cut = [], [], [], []

@@ -114,16 +114,25 @@ def test_sft_on_two_ranks_equals_one(sft_run, how) -> None:
 
 
 @pytest.mark.slow
-def test_budget_sweep_on_two_ranks_gives_the_same_curve(sft_run) -> None:
-    """The problems split over the ranks, the rows gathered: the curve and its rows of one process."""
-    base = ["budget", *SMOKE, f"model.name={sft_run / 'sft'}", "--runs-dir", str(sft_run)]
-    lab([*base, "--run-id", "b1"])
-    lab([*base, "--run-id", "b2"], ranks=2)
-    c1, c2 = Run(sft_run / "b1").curves(), Run(sft_run / "b2").curves()
+@pytest.mark.parametrize("how", ["forks", "continuations"])
+def test_budget_sweep_on_two_ranks_gives_the_same_curve(sft_run, how) -> None:
+    """The problems split over the ranks, the rows gathered: the curve, its rows and the
+    unconstrained point of one process. "forks": forced answers forked from the KV cache as the
+    responses are generated (the transformers default); "continuations": generated apart
+    afterwards, as with vLLM (here through the s1 extension, which takes that path), each
+    list of continuations split over the ranks."""
+    extra = ["budget.extend_wait=1"] if how == "continuations" else []
+    base = ["budget", *SMOKE, f"model.name={sft_run / 'sft'}", *extra, "--runs-dir", str(sft_run)]
+    lab([*base, "--run-id", f"b1{how}"])
+    lab([*base, "--run-id", f"b2{how}"], ranks=2)
+    one, two = Run(sft_run / f"b1{how}"), Run(sft_run / f"b2{how}")
+    c1, c2 = one.curves(), two.curves()
     assert c1.keys() == c2.keys() and c1
     for name in c1:
-        assert c1[name]["points"] == c2[name]["points"] and c1[name]["parallel"] == c2[name]["parallel"]
-        assert Run(sft_run / "b1").eval_rows(f"budget_{name}") == Run(sft_run / "b2").eval_rows(f"budget_{name}")
+        for key in ("points", "parallel", "unconstrained"):
+            assert c1[name][key] == c2[name][key], key
+        assert c1[name]["unconstrained"] is not None
+        assert one.eval_rows(f"budget_{name}") == two.eval_rows(f"budget_{name}")
 
 
 def _children(pid: int) -> list[int]:

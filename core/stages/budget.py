@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from core.budget import generate_sweep, merge_sweeps, sweep_curve, unconstrained
+from core.budget import generate_sweep, sweep_curve, unconstrained
 from core.config import BudgetJob, parse_checkpoints
 from core.models import load_model
 from core.report.budget import write_budget_page
@@ -145,11 +145,9 @@ def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok
     total = len(problems) * cfg.num_samples
     generating(0, total)
     t1 = time.time()
-    mine = ctx.dist.shard(len(problems))  # under torchrun: this rank's block of the problems
-    sweep = generate_sweep(sampler, task, problems[mine.start : mine.stop], cfg, ctx.progress, summarizer,
+    sweep = generate_sweep(sampler, task, problems, cfg, ctx.progress, summarizer,  # under torchrun: ranks share it
                            on_rows=lambda done, _: generating(min(done * ctx.dist.world, total), total),
-                           prompt_offset=mine.start)
-    sweep = merge_sweeps(ctx.dist.gather(sweep))
+                           dist=ctx.dist)
     base["generation_s"] = gen_s = time.time() - t1
 
     def on_point(points: list, rows: list[dict]) -> None:
@@ -158,7 +156,7 @@ def sweep_checkpoint(job: BudgetJob, ck: Checkpoint, run: Run, sampler: Any, tok
         run.append_eval(f"budget_{ck.name}", rows)
 
     points, _, parallel = sweep_curve(task, problems, sweep, cfg, ck.label, tok, on_point)
-    free = unconstrained(sampler, task, problems, sweep, cfg, ck.label)
+    free = unconstrained(sampler, task, problems, sweep, cfg, ck.label, ctx.dist)
     run.write_curve(ck.name, {**base, "complete": True, "points": [asdict(p) for p in points],
                               "parallel": parallel, "unconstrained": asdict(free[0]) if free else None})
     ctx.say(f"{ck.label}: " + ", ".join(f"{p.budget_tokens}: {p.accuracy:.1%}" for p in points)
