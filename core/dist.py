@@ -99,8 +99,8 @@ class Dist:
 
     def sum_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Replace each trainable parameter's gradient by its sum over ranks (one flat all-reduce
-        per dtype and device; a missing gradient counts as zeros and stays missing where it is
-        zero on every rank)."""
+        per dtype and device). A missing gradient counts as zeros; one missing on every rank stays
+        missing, as in one process (AdamW skips such a parameter rather than stepping on zeros)."""
         if not self.active:
             return
         import torch
@@ -111,12 +111,15 @@ class Dist:
         for p in params:
             groups.setdefault((p.dtype, p.device), []).append(p)
         for ps in groups.values():
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in ps])
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in ps]
+                             + [torch.tensor([float(p.grad is not None) for p in ps], dtype=ps[0].dtype,
+                                             device=ps[0].device)])
             tdist.all_reduce(flat)
+            had = flat[-len(ps):].tolist()  # on how many ranks each had a gradient
             offset = 0
-            for p in ps:
+            for p, n_ranks in zip(ps, had):
                 n = p.numel()
-                p.grad = flat[offset : offset + n].view_as(p).clone()
+                p.grad = flat[offset : offset + n].view_as(p).clone() if n_ranks > 0 else None
                 offset += n
 
     def barrier(self) -> None:

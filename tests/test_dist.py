@@ -227,3 +227,34 @@ def test_a_rank_other_than_0_writes_what_save_pretrained_writes(tmp_path) -> Non
     ours, hf = load_file(tmp_path / "ours" / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
     assert ours.keys() == hf.keys() and all(torch.equal(ours[k], hf[k]) for k in hf)
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == sorted(p.name for p in (tmp_path / "hf").iterdir())
+
+
+def _sum_gradients_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as tdist
+
+    from core.dist import Dist
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    both, one, none = (torch.nn.Parameter(torch.zeros(3)) for _ in range(3))
+    both.grad = torch.full((3,), float(rank + 1))
+    one.grad = torch.ones(3) if rank == 0 else None
+    Dist(rank, 2, rank, joined=True).sum_gradients([both, one, none])
+    grads = {"both": both.grad, "one": one.grad, "none": none.grad}
+    Path(f"{out}.{rank}").write_text(json.dumps({k: None if g is None else g.tolist() for k, g in grads.items()}))
+    tdist.destroy_process_group()
+
+
+def test_summed_gradients_keep_a_gradient_no_rank_has_missing(tmp_path) -> None:
+    """The data-parallel reduction: sums over ranks, a gradient one rank lacks counts as zeros,
+    and one that no rank has stays None (AdamW then skips the parameter, as in one process)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sum_gradients_worker, args=(port, str(tmp_path / "g")), nprocs=2)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"g.{rank}").read_text())
+        assert got == {"both": [3.0, 3.0, 3.0], "one": [1.0, 1.0, 1.0], "none": None}
