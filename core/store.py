@@ -514,7 +514,7 @@ class Run:
     # -- writers -------------------------------------------------------------------------------
 
     def write_config(self, stage: str, config: dict) -> None:
-        """Write config.json: ids, environment (git sha, package versions, pid, host), config.
+        """Write config.json: ids, environment (git sha, package versions, pid, host, ranks), config.
 
         Rewriting (e.g. on resume) keeps the original created_at and records the current pid.
         """
@@ -530,6 +530,7 @@ class Run:
                 "packages": _package_versions(),
                 "pid": os.getpid(),
                 "hostname": socket.gethostname(),
+                "ranks": int(os.environ.get("WORLD_SIZE", "1")),  # torchrun's processes (times depend on them)
                 "config": config,
             },
         )
