@@ -296,14 +296,11 @@ class Trainer:
         refreshed from the sharded weights (collective)."""
         if self.replica is None:
             return self.policy
+        live = self.replica.state_dict(keep_vars=True)
         with torch.no_grad():
             for name, tensor in full_state(self.policy, everywhere=True).items():
-                self._replica_state[name].copy_(tensor)
+                live[name].copy_(tensor)
         return self.replica
-
-    @property
-    def _replica_state(self) -> dict[str, torch.Tensor]:
-        return self.replica.state_dict(keep_vars=True)
 
     def state(self) -> dict:
         """Everything but the base weights: with LoRA the adapter tensors too. Whole tensors

@@ -83,14 +83,16 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
     say(f"training {job.model.name} ({n_params / 1e6:.2f}M parameters) on {len(examples)} traces "
         f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
 
-    def save(step: int, resume_state: dict) -> None:
+    def save(step: int | str, resume_state: dict | None = None) -> None:
+        """checkpoints/step_N (with the resume state) or checkpoints/final (without)."""
         weights = full_state(model) if is_sharded(model) else None  # every rank gathers, rank 0 gets it
         if not ctx.dist.main:  # the weights and the optimizer are whole on rank 0: it saves
             return
         path = run.begin_checkpoint(run.checkpoint_dir(step))
         save_policy(model, tok, path, weights)
-        adapters = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad} if job.sft.lora.enabled else {}
-        save_tree({**resume_state, "adapters": adapters}, run.trainer_state_path(path))
+        if resume_state is not None:
+            adapters = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad} if job.sft.lora.enabled else {}
+            save_tree({**resume_state, "adapters": adapters}, run.trainer_state_path(path))
         run.mark_checkpoint_complete(path)
 
     train_t0 = time.time()
@@ -98,11 +100,7 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
                      save=save, dist=ctx.dist)
     train_s = time.time() - train_t0
     final = run.checkpoint_dir("final")
-    weights = full_state(model) if is_sharded(model) else None
-    if ctx.dist.main:
-        run.begin_checkpoint(final)
-        save_policy(model, tok, final, weights)
-        run.mark_checkpoint_complete(final)
+    save("final")
     say(f"saved the model to {final} (final loss {last['loss/sft']:.3f}, {train_s:.0f} s)")
     if is_sharded(model):  # sampling runs apart on each rank: every rank evaluates the whole saved model
         ctx.dist.barrier()
