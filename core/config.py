@@ -8,6 +8,7 @@ name the paper's symbol where there is one. Presets and `key=value` overrides: c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -468,13 +469,18 @@ class BudgetJob:
 class ReproduceConfig:
     seeds: tuple[int, ...] = _f((0, 1, 2), "seeds; each sets sft.seed and rl.seed of its SFT and RL runs (traces are shared)")
     k_small: int = _f(4, "claim 4 (oversampling): the small K, rl.num_generations (paper ablation: 4)")
-    k_large: int = _f(16, "claim 4 (oversampling): the large K at the same prompts per step (paper: 16, 64)")
+    k_large: int = _f(16, "claim 4 (oversampling): the large K at the same prompts per step (paper: 16, 64); "
+                          "also run on rl.prompts_per_step x k_small / k_large prompts (the same rollouts per step)")
+    anchor_beta: float = _f(0.2, "claim 6 (EMA anchor vs frozen reference): rl.beta of both arms, large enough that the KL term binds")
+    anchor_rate: float = _f(0.9, "claim 6: rl.anchor_rate of the EMA arm (its anchor must move within the run's steps)")
 
     def validate(self) -> None:
         _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
                f"reproduce.seeds must be distinct and at least one (got {list(self.seeds)})")
         _check(2 <= self.k_small < self.k_large,
                f"reproduce.k_small must be >= 2 and < reproduce.k_large (got {self.k_small}, {self.k_large})")
+        _check(self.anchor_beta > 0, f"reproduce.anchor_beta must be > 0 (got {self.anchor_beta})")
+        _check(0 <= self.anchor_rate < 1, f"reproduce.anchor_rate must be in [0, 1) (got {self.anchor_rate})")
 
 
 @dataclass(frozen=True)
@@ -492,6 +498,11 @@ class ReproduceJob:
 
     def check(self) -> None:
         _check_one_engine(self.rl, self.eval)
+        k, n = self.reproduce, self.rl.prompts_per_step
+        _check(n * k.k_small % k.k_large == 0,
+               f"claim 4's compute-matched arm runs K=reproduce.k_large on rl.prompts_per_step x k_small / k_large "
+               f"prompts: {n} x {k.k_small} / {k.k_large} is not a whole number (pick rl.prompts_per_step "
+               f"a multiple of {k.k_large // math.gcd(k.k_small, k.k_large)})")
 
 
 def _check_one_engine(rl: RLConfig, ev: EvalConfig) -> None:

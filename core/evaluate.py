@@ -110,6 +110,7 @@ def sample_rows(
             "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
             "correct": v.correct, "predicted": v.predicted, "status": v.status,
             "num_attempts": trace.num_attempts, "num_failed_attempts": trace.num_failed_attempts,
+            "num_reflections": trace.num_reflections, "verified": trace.has_verification,
             "corrected": trace.failed_then_fixed(v.correct),
         })
     return rows

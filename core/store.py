@@ -11,7 +11,8 @@ Layout of ``runs/<run_id>/``::
     checkpoints/step_<N>/    HF weights and the resume state (trainer_state.json + .safetensors,
                              written by other code); complete once it holds COMPLETE
     checkpoints/final/
-    eval/<name>.jsonl        per-problem evaluation rows
+    eval/<name>.jsonl        per-problem evaluation rows (an RL run's held-out ones:
+                             eval/heldout_step_000030.jsonl, step 0 the starting policy)
     trackers.json            the experiment trackers' own run ids (W&B, MLflow), for --resume
     trackers/<tracker>/      what a tracker keeps in the run folder (TensorBoard events, W&B offline runs)
     summary.json             written last; its existence means the run completed
@@ -226,6 +227,14 @@ def read_json(path: Path, default: Any = None) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Environment capture
 # ---------------------------------------------------------------------------------------------
+
+
+HELDOUT_PREFIX = "heldout_step_"
+
+
+def heldout_name(step: int) -> str:
+    """eval/<name>.jsonl of an RL run's held-out evaluation at `step`."""
+    return f"{HELDOUT_PREFIX}{_check_step(step):06d}"
 
 
 def _utc_now() -> str:
@@ -554,6 +563,9 @@ class Run:
         for s in self.sample_steps():
             if s > step:
                 self.samples_path(s).unlink(missing_ok=True)
+        for s in self.heldout_steps():
+            if s > step:
+                self.eval_path(heldout_name(s)).unlink(missing_ok=True)
 
     def append_samples(self, step: int, rows: list[dict]) -> None:
         """Append rollouts of RL step `step` to samples/step_<step>.jsonl."""
@@ -580,6 +592,19 @@ class Run:
     def reset_eval(self, name: str) -> None:
         """Drop eval/<name>.jsonl (rows an interrupted attempt left, before they are redone)."""
         self.eval_path(name).unlink(missing_ok=True)
+
+    def write_eval(self, name: str, rows: list[dict]) -> None:
+        """Replace eval/<name>.jsonl with `rows` atomically (all of one evaluation at once)."""
+        atomic_write_text(self.eval_path(name), "".join(_dumps(r) + "\n" for r in rows))
+
+    def heldout_steps(self) -> list[int]:
+        """Steps with held-out evaluation rows of an RL run (eval/heldout_step_N.jsonl), sorted."""
+        found = (p.stem.removeprefix(HELDOUT_PREFIX) for p in self.eval_dir.glob(f"{HELDOUT_PREFIX}*.jsonl"))
+        return sorted(int(s) for s in found if s.isdigit())
+
+    def heldout_rows(self, step: int) -> list[dict]:
+        """Held-out evaluation rows of RL step `step` (0: the starting policy); [] if missing."""
+        return self.eval_rows(heldout_name(step))
 
     def write_curve(self, name: str, curve: dict) -> None:
         """Replace curves/<name>.json atomically with `curve`."""
@@ -707,6 +732,9 @@ class FollowerRun(Run):
         pass
 
     def reset_eval(self, name: str) -> None:
+        pass
+
+    def write_eval(self, name: str, rows: list[dict]) -> None:
         pass
 
     def write_curve(self, name: str, curve: dict) -> None:

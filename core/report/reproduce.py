@@ -23,38 +23,83 @@ def write_report(run: Run, report: dict) -> None:
     write_page(run.artifact_path("report.html"), "T1 Lab: reproducing T1's claims", _table(report), chart)
 
 
+UNITS = {"accuracy": (100, " pts"), "slope": (100, " pts/doubling"), "fraction": (100, " pts"),
+         "tokens": (1, " tokens"), "count": (1, " per response")}
+
+
+def fmt_value(v: float, unit: str, sign: bool = True) -> str:
+    scale, suffix = UNITS[unit]
+    digits = 2 if unit == "count" else 1
+    return f"{v * scale:{'+' if sign else ''}.{digits}f}{suffix}"
+
+
+_VERDICT_COLOR = {"reproduced": "#1a7f37", "contradicted": "#cf222e", "not reproduced": "#9a6700"}
+
+
 def _table(report: dict) -> str:
+    """One row per tested quantity: estimate, 95% interval, per-seed estimates and p, the minimum
+    effect, its verdict; the claim's verdict on its first row."""
     rows = []
     for c in report["claims"]:
-        fmt = "{:+.1f} pts/doubling" if c["unit"] == "slope" else "{:.1f}%"
-        ctx = ", ".join(f"{k} {fmt.format(100 * v)}" for k, v in c["context"].items())
-        verdict = "<b style='color:#1a7f37'>yes</b>" if c["reproduced"] else "<b style='color:#cf222e'>no</b>"
-        rows.append(f"<tr><td>{c['id']}. {html.escape(c['claim'])}</td><td>{html.escape(c['figure'])}"
-                    f"<br><small>{html.escape(ctx)}</small></td><td>{verdict}</td></tr>")
+        ctx = ", ".join(f"{k} {v}" for k, v in c["context"].items())
+        note = f"<br><small><i>{html.escape(c['note'])}</i></small>" if c.get("note") else ""
+        verdict = f"<b style='color:{_VERDICT_COLOR[c['verdict']]}'>{c['verdict']}</b>"
+        for i, p in enumerate(c["parts"]):
+            unit = p["unit"]
+            lo, hi = p["ci"]
+            seeds = "<br>".join(f"{fmt_value(s['estimate'], unit)} [{fmt_value(s['ci'][0], unit, False)}, "
+                                f"{fmt_value(s['ci'][1], unit, False)}], p {s['p']:.3f}" for s in p["seeds"])
+            lab_q = "" if p["paper"] else "<br><small>(the lab's question: does not decide the claim)</small>"
+            part_verdict = (f"<span style='color:{_VERDICT_COLOR[p['verdict']]}'>{p['verdict']}</span>"
+                            f"<br><small>{html.escape(p['why'])}</small>")
+            head = (f"<td rowspan={len(c['parts'])}>{c['id']}. {html.escape(c['claim'])}<br><small>{html.escape(ctx)}"
+                    f"</small>{note}</td>") if i == 0 else ""
+            tail = f"<td rowspan={len(c['parts'])}>{verdict}</td>" if i == 0 else ""
+            rows.append(f"<tr>{head}<td>{html.escape(p['quantity'])}{lab_q}</td>"
+                        f"<td><b>{fmt_value(p['estimate'], unit)}</b> [{fmt_value(lo, unit, False)}, "
+                        f"{fmt_value(hi, unit, False)}]<br><small>p {p['p']:.3f}, {p['n_problems']} problems</small></td>"
+                        f"<td><small>{seeds}</small></td><td>{fmt_value(p['min_effect'], unit)}</td>"
+                        f"<td>{part_verdict}</td>{tail}</tr>")
     seeds = ", ".join(map(str, report["seeds"])) + (" (partial: the other seeds are still running)"
                                                     if report.get("partial") else "")
-    return (f"<p>Embedded task, seeds {seeds}. Verdict rule, fixed before the runs: {html.escape(report['rule'])}. "
-            "Accuracies are held-out pass@1 (temperature 1.0) at the rollout limit.</p>\n"
-            "<table><tr><th>claim</th><th>our figure (mean, 95% interval, per seed)</th><th>reproduced</th></tr>"
-            + "".join(rows) + "</table>")
+    done = [c["id"] for c in report["claims"] if c["reproduced"]]
+    return (f"<p>Embedded task, seeds {seeds}. Reproduced: {', '.join(map(str, done)) or 'none'} of "
+            f"{len(report['claims'])} claims.</p>"
+            f"<p>Verdict rule, fixed before the runs: {html.escape(report['rule'])} Minimum effects: "
+            + ", ".join(f"{u} {fmt_value(v, u)}" for u, v in report["min_effect"].items())
+            + ". Accuracies are held-out pass@1 at the eval section's temperature at the rollout limit; "
+            "p is one-sided (the share of resampled means at or below zero).</p>\n"
+            "<table><tr><th>claim</th><th>quantity (arm A - arm B)</th><th>estimate over seeds [95% interval]</th>"
+            "<th>per seed [95% interval], p</th><th>minimum effect</th><th>quantity's verdict</th>"
+            "<th>claim's verdict</th></tr>" + "".join(rows) + "</table>")
 
 
 def _claims_chart(cl: list[dict]) -> Any:
-    """Each quantity's per-seed values (dots) and mean (tick) against zero."""
+    """Each quantity's estimate and 95% interval (bars) and per-seed estimates (dots), in units of
+    its minimum effect: 1 is the bar a reproduced quantity must reach, 0 no effect."""
     import altair as alt
 
-    rows = [{"quantity": f"{c['id']}. {p['quantity']}", "value": v, "kind": f"seed {i}"}
-            for c in cl for p in c["parts"] for i, v in enumerate(p["values"])]
-    rows += [{"quantity": f"{c['id']}. {p['quantity']}", "value": p["mean"], "kind": "mean"}
-             for c in cl for p in c["parts"]]
+    rows = []
+    for c in cl:
+        for p in c["parts"]:
+            q, m = f"{c['id']}. {p['quantity']}", p["min_effect"]
+            rows.append({"quantity": q, "value": p["estimate"] / m, "lo": p["ci"][0] / m, "hi": p["ci"][1] / m,
+                         "kind": "over seeds", "verdict": p["verdict"]})
+            rows += [{"quantity": q, "value": v / m, "kind": f"seed {i}", "verdict": p["verdict"]}
+                     for i, v in enumerate(p["values"])]
     base = alt.Chart(alt.Data(values=rows))
     y = alt.Y("quantity:N", title=None, sort=None)
-    dots = base.transform_filter("datum.kind != 'mean'").mark_circle(size=60, opacity=0.6).encode(
-        x=alt.X("value:Q", title="difference (positive = as T1 claims)"), y=y, tooltip=["kind:N", "value:Q"])
-    mean = base.transform_filter("datum.kind == 'mean'").mark_tick(thickness=3, size=18, color="black").encode(
-        x="value:Q", y=y)
+    color = alt.Color("verdict:N", scale=alt.Scale(domain=list(_VERDICT_COLOR), range=list(_VERDICT_COLOR.values())))
+    comb = base.transform_filter("datum.kind == 'over seeds'")
+    bars = comb.mark_rule(strokeWidth=3).encode(x=alt.X("lo:Q", title="effect / minimum effect (1 = the bar to reach)"),
+                                                x2="hi:Q", y=y, color=color)
+    est = comb.mark_tick(thickness=3, size=18, color="black").encode(x="value:Q", y=y)
+    dots = base.transform_filter("datum.kind != 'over seeds'").mark_circle(size=40, opacity=0.5).encode(
+        x="value:Q", y=y, color=color, tooltip=["kind:N", "value:Q"])
     zero = base.mark_rule(color="gray", strokeDash=[3, 3]).encode(x=alt.datum(0))
-    return (zero + dots + mean).properties(title="Per-seed differences (dots) and their mean (tick)", width=520)
+    one = base.mark_rule(color="gray").encode(x=alt.datum(1))
+    return (zero + one + bars + dots + est).properties(
+        title="Each quantity: 95% interval over seeds (bar), estimate (tick), seeds (dots)", width=520)
 
 
 def _mean_curves(per_seed: list[dict[str, dict]]) -> list[dict]:

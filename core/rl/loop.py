@@ -24,7 +24,7 @@ from core.dist import full_state, is_sharded
 from core.evaluate import evaluate
 from core.models import save_policy
 from core.rl.trainer import Trainer
-from core.store import Run, StoreError
+from core.store import Run, StoreError, heldout_name
 from core.tasks import Task
 from core.tensor_state import load_tree, save_tree
 from core.types import Problem, Say
@@ -63,7 +63,7 @@ def train(trainer: Trainer, run: Run, heldout: HeldOut, eval_cfg: EvalConfig, in
         bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", len=f"{metrics['rollout/len_mean']:.0f}")
         s = trainer.step_idx
         if (c.eval_every and s % c.eval_every == 0) or s == c.steps:
-            last_eval = {"step": s, **heldout_eval(trainer, heldout, eval_cfg)}
+            last_eval = {"step": s, **heldout_eval(trainer, heldout, eval_cfg, run, s)}
             run.log_metrics(last_eval)
             say(f"step {s}: held-out accuracy {last_eval['eval/acc']:.1%}, mean length "
                 f"{last_eval['eval/len_mean']:.0f}, truncated {last_eval['eval/truncated_frac']:.1%}")
@@ -72,9 +72,11 @@ def train(trainer: Trainer, run: Run, heldout: HeldOut, eval_cfg: EvalConfig, in
     return last_eval
 
 
-def heldout_eval(trainer: Trainer, heldout: HeldOut, cfg: EvalConfig) -> dict:
-    """The policy's held-out figures (the eval section: seed, samples, temperature, limits)."""
-    summary, _ = evaluate(trainer.sampler, heldout.task, list(heldout.problems), cfg, dist=trainer.dist)
+def heldout_eval(trainer: Trainer, heldout: HeldOut, cfg: EvalConfig, run: Run, step: int) -> dict:
+    """The policy's held-out figures (the eval section: seed, samples, temperature, limits);
+    the per-sample rows go to eval/heldout_step_N.jsonl (paired comparisons of runs read them)."""
+    summary, rows = evaluate(trainer.sampler, heldout.task, list(heldout.problems), cfg, dist=trainer.dist)
+    run.write_eval(heldout_name(step), rows)
     return summary
 
 

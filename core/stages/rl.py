@@ -85,7 +85,7 @@ def run(job: RLJob, run: Run, ctx: Context) -> dict:
         r = job.rl
         say(f"RL from {init}: {r.prompts_per_step} prompts x {r.num_generations} samples at "
             f"temperature {r.sampling.temperature}, anchor {r.anchor}, beta {r.beta}")
-        start = {"step": 0, "init": init, **heldout_eval(trainer, heldout, job.eval)}
+        start = {"step": 0, "init": init, **heldout_eval(trainer, heldout, job.eval, run, 0)}
         run.log_metrics(start)
         say(f"step 0: held-out accuracy {start['eval/acc']:.1%}")
     final_eval = train(trainer, run, heldout, job.eval, init, say, ctx.progress)

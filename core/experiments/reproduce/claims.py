@@ -1,131 +1,205 @@
-"""Figures of finished sub-runs -> T1's six claims, each with its verdict.
+"""Finished sub-runs -> T1's claims, each judged by paired tests at the problem level.
 
-Verdict rule (fixed before any result, the same for every claim): each claim lists quantities
-that T1 says are positive (a difference of two arms, paired by seed and by the held-out
-problems). A claim reproduces when, for every listed quantity, the mean over seeds is > 0 AND
-every seed's value is > 0. With 3 seeds that is a consistency rule, not a significance test (a
-one-sided sign test gives p = 0.125); the 95% t-interval of the mean over seeds is shown beside it.
-"Accuracy" is held-out pass@1 at the eval section's temperature at the rollout limit (the
-largest budget).
+Every tested quantity is a per-problem difference of two arms scored on the same held-out
+problems (`paired`): held-out rows of RL runs (eval/heldout_step_N.jsonl: the starting policy at
+step 0, the end of training last) and the rows of budget sweeps. "Accuracy" is held-out pass@1 at
+the eval section's temperature at the rollout limit.
+
+Verdict (fixed before any result; `RULE`): a quantity reproduces when the 95% interval of its
+mean over seeds (a paired bootstrap over problems) lies above zero in T1's direction and its
+estimate reaches the minimum effect fixed for it below; a claim reproduces when each of its
+quantities that tests the paper's statement does. A quantity marked as the lab's question is
+reported with its own verdict beside the claim but does not decide it.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.config import ReproduceJob
+from core.experiments.reproduce.paired import (
+    RESAMPLES,
+    curve_slopes,
+    differences,
+    paired_test,
+    per_problem,
+)
+from core.report.reproduce import UNITS, fmt_value
 from core.store import Run, StoreError
 
-RULE = ("reproduced when every listed quantity has mean over seeds > 0 and is > 0 in every seed; "
-        "interval: 95% t-interval of the mean over seeds")
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+RULE = ("per quantity: the per-problem differences of the two arms (the same held-out problems in both), "
+        f"a paired bootstrap over problems ({RESAMPLES} resamples, the same problems drawn in every seed) "
+        "gives the 95% interval of the mean over seeds; reproduced when that interval lies above zero in "
+        "T1's direction and the estimate reaches the minimum effect fixed in advance; contradicted when "
+        "it lies below zero. A claim reproduces when every quantity that tests the paper's statement does.")
+
+# Minimum effects, fixed before any run (units of each quantity: accuracy and fractions as
+# fractions, slopes as accuracy per doubling of the budget, lengths in tokens).
+MIN_EFFECT = {"accuracy": 0.02, "slope": 0.005, "fraction": 0.01, "tokens": 2.0, "count": 0.1}
 
 
-def rl_figures(run: Run) -> dict[str, float]:
-    """Held-out accuracy at the start (the SFT policy) and the end of an RL run, and the mean
-    truncated fraction of rollouts over the second half of its steps (where training shows)."""
-    ms = run.metrics()
-    evals = sorted((m for m in ms if "eval/acc" in m), key=lambda m: m["step"])
-    steps = [m for m in ms if "rollout/truncated_frac" in m]
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: per seed, problem id -> the problem's value."""
+
+    values: list[dict[str, float]]
+
+    def mean(self) -> float:
+        return statistics.fmean(statistics.fmean(v.values()) for v in self.values if v)
+
+
+def heldout(run: Run, when: str) -> list[dict]:
+    """The held-out rows of an RL run at its start (step 0) or its end ("final")."""
+    steps = run.heldout_steps()
+    if not steps or (when == "start" and steps[0] != 0):
+        raise StoreError(f"{run.path}: no held-out evaluation rows (eval/heldout_step_N.jsonl); "
+                         "runs made before they were written cannot be compared problem by problem")
+    rows = run.heldout_rows(steps[0] if when == "start" else steps[-1])
+    return [{**r, "truncated": r.get("finish_reason") == "length"} for r in rows]
+
+
+def rl_arm(runs: Sequence[Run], when: str, key: str) -> Arm:
+    """Per seed, the per-problem mean of `key` in each run's held-out rows at `when`."""
+    return Arm([per_problem(heldout(r, when), key) for r in runs])
+
+
+def slope_arm(budget_runs: Sequence[Run], which: str) -> Arm:
+    """Per seed, each problem's budget-curve slope at the first ("first": the SFT model) or the
+    last swept checkpoint of a budget run."""
+    out = []
+    for r in budget_runs:
+        curves = sorted(r.curves().values(), key=lambda c: c.get("step") or 0)
+        if not curves:
+            raise StoreError(f"{r.path}: no budget curve")
+        name = curves[0 if which == "first" else -1]["name"]
+        rows = r.eval_rows(f"budget_{name}")
+        if not rows:
+            raise StoreError(f"{r.path}: no rows of curve {name} (eval/budget_{name}.jsonl)")
+        out.append(curve_slopes(rows))
+    return Arm(out)
+
+
+def late_truncation(run: Run) -> float:
+    """Mean truncated fraction of rollouts over the second half of an RL run's steps."""
+    steps = [m for m in run.metrics() if "rollout/truncated_frac" in m]
     late = steps[len(steps) // 2:] or steps
-    if not evals or not late:
-        raise StoreError(f"{run.path}: no held-out evaluation or RL step in metrics.jsonl")
-    return {"acc_start": evals[0]["eval/acc"], "acc_final": evals[-1]["eval/acc"],
-            "truncated_frac": statistics.fmean(m["rollout/truncated_frac"] for m in late)}
+    if not late:
+        raise StoreError(f"{run.path}: no RL step in metrics.jsonl")
+    return statistics.fmean(m["rollout/truncated_frac"] for m in late)
 
 
-def curve_slope(curve: dict) -> float:
-    """Least-squares slope of accuracy against log2(budget): accuracy gained per doubling."""
-    pts = curve.get("points") or []
-    xs = [math.log2(p["budget_tokens"]) for p in pts]
-    ys = [p["accuracy"] for p in pts]
-    if len(xs) < 2:
-        return 0.0
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+def part(name: str, a: Arm, b: Arm, unit: str, paper: bool = True, seed: int = 0) -> dict[str, Any]:
+    """One quantity: A - B per problem (positive = as T1 claims), tested."""
+    ids, d = differences(a.values, b.values)
+    return {"quantity": name, "unit": unit, "paper": paper, **paired_test(d, MIN_EFFECT[unit], seed)}
 
 
-def budget_figures(run: Run) -> list[dict]:
-    """Per swept checkpoint, in training order: step, label, slope, accuracy at the largest budget."""
-    curves = sorted(run.curves().values(), key=lambda c: c.get("step") or 0)
-    return [{"step": c.get("step") or 0, "checkpoint": c.get("checkpoint"), "slope": curve_slope(c),
-             "acc_at_max": (c.get("points") or [{}])[-1].get("accuracy")} for c in curves]
+def claim(cid: int, text: str, parts: list[dict], context: dict[str, str], note: str = "") -> dict:
+    decisive = [p for p in parts if p["paper"]]
+    if all(p["verdict"] == "reproduced" for p in decisive):
+        verdict = "reproduced"
+    elif any(p["verdict"] == "contradicted" for p in decisive):
+        verdict = "contradicted"
+    else:
+        verdict = "not reproduced"
+    return {"id": cid, "claim": text, "parts": parts, "context": context, "note": note, "verdict": verdict,
+            "reproduced": verdict == "reproduced", "figure": "; ".join(fmt_part(p) for p in parts)}
 
 
-def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean over seeds, its 95% t-interval (None with one seed) and the verdict of the rule."""
-    mean = statistics.fmean(values)
-    ci = None
-    if len(values) > 1:
-        half = _T95.get(len(values) - 1, 2.0) * statistics.stdev(values) / math.sqrt(len(values))
-        ci = [mean - half, mean + half]
-    return {"values": values, "mean": mean, "ci": ci, "passed": mean > 0 and all(v > 0 for v in values)}
+def fmt_part(p: dict) -> str:
+    lo, hi = p["ci"]
+    scale, _ = UNITS[p["unit"]]
+    digits = 2 if p["unit"] == "count" else 1
+    return (f"{p['quantity']}: {fmt_value(p['estimate'], p['unit'])} "
+            f"[{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]")
 
 
-def claim(cid: int, text: str, parts: dict[str, list[float]], context: dict[str, float], unit: str) -> dict:
-    """A claim from its quantities (name -> per-seed values); reproduced iff every part passes."""
-    ps = [{"quantity": name, **summarize(vals)} for name, vals in parts.items()]
-    return {"id": cid, "claim": text, "rule": RULE, "unit": unit, "parts": ps, "context": context,
-            "reproduced": all(p["passed"] for p in ps), "figure": "; ".join(_fmt(p, unit) for p in ps)}
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
 
 
-def _fmt(part: dict, unit: str) -> str:
-    scale, suffix = 100, {"accuracy": " pts", "slope": " pts/doubling", "fraction": " pts of rollouts"}[unit]
-    ci = part["ci"]
-    interval = f" [{ci[0] * scale:+.1f}, {ci[1] * scale:+.1f}]" if ci else ""
-    seeds = ", ".join(f"{v * scale:+.1f}" for v in part["values"])
-    return f"{part['quantity']}: {part['mean'] * scale:+.1f}{suffix}{interval} (seeds {seeds})"
+def rl_beats_sft(base: Sequence[Run]) -> dict:
+    """Claim 1 from the T1 RL run of each seed: its held-out rows at the end against step 0."""
+    start, final = rl_arm(base, "start", "correct"), rl_arm(base, "final", "correct")
+    return claim(1, "RL beats SFT (held-out accuracy)", [part("RL final - SFT", final, start, "accuracy")],
+                 {"SFT": _pct(start.mean()), "RL": _pct(final.mean())})
 
 
-def rl_beats_sft(base: list[dict]) -> dict:
-    """Claim 1 from the T1 RL run's figures, one dict per seed (`rl_figures`)."""
-    return claim(1, "RL beats SFT (held-out accuracy at the largest budget)",
-                 {"RL final - SFT": [x["acc_final"] - x["acc_start"] for x in base]},
-                 {"SFT acc": statistics.fmean(x["acc_start"] for x in base),
-                  "RL acc": statistics.fmean(x["acc_final"] for x in base)}, "accuracy")
+def steeper_curves(budget: Sequence[Run]) -> dict:
+    """Claim 2 from the budget sweep of each seed's T1 RL run (the SFT model first, the last RL
+    checkpoint last)."""
+    first, last = slope_arm(budget, "first"), slope_arm(budget, "last")
+    return claim(2, "Later RL checkpoints gain more from a larger budget (steeper accuracy-budget curves)",
+                 [part("slope of the last RL checkpoint - slope of the SFT model", last, first, "slope")],
+                 {"slope SFT": fmt_value(first.mean(), "slope"), "slope last RL": fmt_value(last.mean(), "slope")},
+                 "That accuracy rises with budget at all holds for any model on this task; the test is the difference.")
 
 
-def steeper_curves(budget: list[list[dict]]) -> dict:
-    """Claim 2 from the budget sweep of the T1 RL run, one list of checkpoints per seed
-    (`budget_figures`: the SFT model first, the last RL checkpoint last)."""
-    slopes = [[c["slope"] for c in seed] for seed in budget]
-    by_ckpt = {c["checkpoint"]: statistics.fmean(s[i] for s in slopes) for i, c in enumerate(budget[0])}
-    return claim(2, "Accuracy rises with budget; later RL checkpoints have steeper curves",
-                 {"slope of the last RL checkpoint": [s[-1] for s in slopes],
-                  "slope last RL checkpoint - slope SFT": [s[-1] - s[0] for s in slopes]},
-                 {f"slope {name}": v for name, v in by_ckpt.items()}, "slope")
+def longer_and_reflective(base: Sequence[Run]) -> dict:
+    """Claim 7 from the T1 RL run of each seed: held-out length and reflections, end against step 0."""
+    len0, len1 = rl_arm(base, "start", "num_tokens"), rl_arm(base, "final", "num_tokens")
+    ref0, ref1 = rl_arm(base, "start", "num_reflections"), rl_arm(base, "final", "num_reflections")
+    return claim(7, "Over RL, responses grow longer and reflect more",
+                 [part("held-out response length, RL final - SFT", len1, len0, "tokens"),
+                  part("reflections per held-out response, RL final - SFT", ref1, ref0, "count")],
+                 {"length SFT": f"{len0.mean():.1f}", "length RL": f"{len1.mean():.1f}",
+                  "reflections SFT": f"{ref0.mean():.2f}", "reflections RL": f"{ref1.mean():.2f}"})
 
 
-def claims(job: ReproduceJob, rl: dict[str, list[dict]], budget: list[list[dict]]) -> list[dict]:
-    """The six comparisons from per-variant, per-seed figures (rl[variant][seed index])."""
+def claims(job: ReproduceJob, rl: dict[str, list[Run]], budget: list[Run]) -> list[dict]:
+    """T1's claims from the RL runs of each variant (one per seed, `plan.rl_variants` and
+    "plain") and the budget runs."""
     k = job.reproduce
+    kl, ks, km = f"k{k.k_large}", f"k{k.k_small}", f"k{k.k_large}-matched"
 
-    def diff(a: str, b: str, key: str, key_b: str | None = None) -> list[float]:
-        return [x[key] - y[key_b or key] for x, y in zip(rl[a], rl[b])]
+    def acc(variant: str, when: str = "final") -> Arm:
+        return rl_arm(rl[variant], when, "correct")
 
-    def mean(variant: str, key: str) -> float:
-        return statistics.fmean(x[key] for x in rl[variant])
-
-    kl, ks = f"k{k.k_large}", f"k{k.k_small}"
+    base_start, base_final = acc("base", "start"), acc("base")
+    tr_on, tr_off = rl_arm(rl["base"], "final", "truncated"), rl_arm(rl["nopenalty"], "final", "truncated")
+    matched_prompts = job.rl.prompts_per_step * k.k_small // k.k_large
     return [
         rl_beats_sft(rl["base"]),
         steeper_curves(budget),
-        claim(3, "T1 traces beat plain CoT SFT data (largest budget; after SFT and after RL)",
-              {"T1 - plain, SFT": diff("base", "plain", "acc_start"),
-               "T1 - plain, after RL": diff("base", "plain", "acc_final")},
-              {"T1 SFT": mean("base", "acc_start"), "plain SFT": mean("plain", "acc_start"),
-               "T1 RL": mean("base", "acc_final"), "plain RL": mean("plain", "acc_final")}, "accuracy"),
+        claim(3, "T1 traces (trial and error, verification) beat plain CoT data, after SFT and after RL",
+              [part("T1 - plain, SFT", base_start, acc("plain", "start"), "accuracy"),
+               part("T1 - plain, after RL", base_final, acc("plain"), "accuracy")],
+              {"T1 SFT": _pct(base_start.mean()), "plain SFT": _pct(acc("plain", "start").mean()),
+               "T1 RL": _pct(base_final.mean()), "plain RL": _pct(acc("plain").mean())}),
         claim(4, f"Oversampling: K={k.k_large} beats K={k.k_small} at the same prompts per step",
-              {f"K={k.k_large} - K={k.k_small}": diff(kl, ks, "acc_final")},
-              {f"K={k.k_large} acc": mean(kl, "acc_final"), f"K={k.k_small} acc": mean(ks, "acc_final")},
-              "accuracy"),
-        claim(5, "Penalties curb truncated / over-long rollouts during RL",
-              {"truncated fraction, penalties off - on": diff("nopenalty", "base", "truncated_frac")},
-              {"truncated on": mean("base", "truncated_frac"), "truncated off": mean("nopenalty", "truncated_frac"),
-               "acc on": mean("base", "acc_final"), "acc off": mean("nopenalty", "acc_final")}, "fraction"),
-        claim(6, "A dynamic (EMA) anchor beats a frozen reference at the same beta",
-              {"EMA - frozen": diff("base", "frozen", "acc_final")},
-              {"EMA acc": mean("base", "acc_final"), "frozen acc": mean("frozen", "acc_final")}, "accuracy"),
+              [part(f"K={k.k_large} - K={k.k_small}, same prompts", acc(kl), acc(ks), "accuracy"),
+               part(f"K={k.k_large} on {matched_prompts} prompts - K={k.k_small} on {job.rl.prompts_per_step} "
+                    "(the same rollouts per step)", acc(km), acc(ks), "accuracy", paper=False)],
+              {f"K={k.k_large}": _pct(acc(kl).mean()), f"K={k.k_small}": _pct(acc(ks).mean()),
+               f"K={k.k_large}, {matched_prompts} prompts": _pct(acc(km).mean())},
+              f"The paper's comparison gives K={k.k_large} {k.k_large // k.k_small}x the rollouts; the "
+              "compute-matched row is the lab's question and does not decide the verdict."),
+        claim(5, "The -1 penalties keep RL stable: better held-out accuracy, fewer truncated responses",
+              [part("accuracy, penalties on - off", base_final, acc("nopenalty"), "accuracy"),
+               part("held-out truncated fraction, off - on", tr_off, tr_on, "fraction")],
+              {"truncated rollouts late in training, on": _pct(statistics.fmean(map(late_truncation, rl["base"]))),
+               "truncated rollouts, off": _pct(statistics.fmean(map(late_truncation, rl["nopenalty"])))},
+              "Fewer truncated rollouts during training follows from -1 against 0 by construction; "
+              "the test is what the trained policy does on held-out problems."),
+        claim(6, f"A dynamic (EMA) anchor beats a frozen reference where the KL term binds (beta {k.anchor_beta:g})",
+              [part("EMA - frozen", acc("ema-beta"), acc("frozen"), "accuracy")],
+              {"EMA": _pct(acc("ema-beta").mean()), "frozen": _pct(acc("frozen").mean()),
+               "KL to the anchor at the end, EMA": _kl(rl["ema-beta"]), "KL, frozen": _kl(rl["frozen"])},
+              f"Both arms at beta {k.anchor_beta:g} (the recipe's {job.rl.beta:g} leaves the KL term far below the "
+              f"advantages); the EMA arm at rate {k.anchor_rate:g} per step."),
+        longer_and_reflective(rl["base"]),
     ]
+
+
+def _kl(runs: Sequence[Run]) -> str:
+    """Mean over seeds of the KL to the anchor over the last fifth of the steps."""
+    vals = []
+    for r in runs:
+        steps = [m["kl/anchor"] for m in r.metrics() if "kl/anchor" in m]
+        tail = steps[-max(1, len(steps) // 5):]
+        if tail:
+            vals.append(statistics.fmean(tail))
+    return f"{statistics.fmean(vals):.2f} nats" if vals else "n/a"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.config import ReproduceJob
-from core.experiments.reproduce.claims import RULE, budget_figures, claims, rl_figures
+from core.experiments.reproduce.claims import MIN_EFFECT, RULE, claims
 from core.experiments.reproduce.plan import Plan, SubRun, rl_variants
 from core.overrides import apply_overrides, to_dict
 from core.stages import Context, run_stage
@@ -72,11 +72,11 @@ def build_report(job: ReproduceJob, p: Plan, ledger: Ledger, seeds: list[int] | 
 
     seeds = job.reproduce.seeds if seeds is None else seeds
     names = [*rl_variants(job), "plain"]
-    rl = {v: [rl_figures(folder(f"rl-{v}-{s}")) for s in seeds] for v in names}
-    budget = [budget_figures(folder(f"budget-{s}")) for s in seeds]
-    curves = [folder(f"budget-{s}").curves() for s in seeds]
-    training = {v: [folder(f"rl-{v}-{s}").metrics() for s in seeds] for v in names}
-    return {"claims": claims(job, rl, budget), "rule": RULE, "seeds": list(seeds),
-            "partial": list(seeds) != list(job.reproduce.seeds), "rl": rl, "budget": budget,
+    rl = {v: [folder(f"rl-{v}-{s}") for s in seeds] for v in names}
+    budget = [folder(f"budget-{s}") for s in seeds]
+    curves = [b.curves() for b in budget]
+    training = {v: [r.metrics() for r in runs] for v, runs in rl.items()}
+    return {"claims": claims(job, rl, budget), "rule": RULE, "min_effect": MIN_EFFECT, "seeds": list(seeds),
+            "partial": list(seeds) != list(job.reproduce.seeds),
             "subruns": {k: str(ledger.runs_dir / rid) for k, rid in ledger.ids.items()},
             "aliases": p.alias, "_curves": curves, "_training": training}

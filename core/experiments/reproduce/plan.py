@@ -6,11 +6,13 @@ Sub-runs live under <reproduce run>/runs/<key> (a seed s sets sft.seed and rl.se
                                    lab/presets/plain_cot.yaml)
     per seed s:
       sft-t1-s, sft-plain-s        SFT on each kind of trace
-      rl-base-s                    T1 RL from sft-t1-s: claims 1, 2, 3 (T1 side), 5 (on), 6 (EMA)
+      rl-base-s                    T1 RL from sft-t1-s: claims 1, 2, 3 (T1 side), 5 (on), 7
       rl-plain-s                   the same RL from sft-plain-s: claim 3 (plain side)
       rl-k<small>-s, rl-k<large>-s K of reproduce.k_small / k_large at the same prompts: claim 4
+      rl-k<large>-matched-s        K = k_large on prompts x k_small / k_large (same rollouts): claim 4
       rl-nopenalty-s               the three -1 penalties off: claim 5
-      rl-frozen-s                  anchor=frozen at the same beta: claim 6
+      rl-ema-beta-s, rl-frozen-s   EMA anchor (reproduce.anchor_rate) and frozen reference, both at
+                                   beta = reproduce.anchor_beta: claim 6
       budget-s                     budget curves of rl-base-s at budget.checkpoints: claim 2
 A variant equal to another sub-run (e.g. rl.num_generations == k_large) reuses it. Each sub-run
 carries an estimate of its seconds on an idle 2-core machine (`estimate_s`), which orders
@@ -69,9 +71,12 @@ def rl_variants(job: ReproduceJob) -> dict[str, dict[str, Any]]:
     k = job.reproduce
     return {"base": {}, f"k{k.k_small}": {"rl.num_generations": k.k_small},
             f"k{k.k_large}": {"rl.num_generations": k.k_large},
+            f"k{k.k_large}-matched": {"rl.num_generations": k.k_large,
+                                      "rl.prompts_per_step": job.rl.prompts_per_step * k.k_small // k.k_large},
             "nopenalty": {"rl.penalize_overlong": False, "rl.penalize_repetition": False,
                           "rl.penalize_garbled": False},
-            "frozen": {"rl.anchor": "frozen"}}
+            "ema-beta": {"rl.anchor": "ema", "rl.beta": k.anchor_beta, "rl.anchor_rate": k.anchor_rate},
+            "frozen": {"rl.anchor": "frozen", "rl.beta": k.anchor_beta}}
 
 
 def plan(job: ReproduceJob) -> Plan:
