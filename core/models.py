@@ -7,8 +7,10 @@ through `load_model` (the embedded model or a saved one, on the device and dtype
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,11 +189,28 @@ def load_tokenizer(source: str, **kwargs: Any) -> Any:
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
+@contextlib.contextmanager
+def _hf_bars_off(off: bool = True) -> Iterator[None]:
+    """transformers' own progress bars off inside (its "Loading weights" and "Writing model
+    shards" bars, at every checkpoint the lab writes or reads, are noise; -q must mean quiet)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = off and hf_logging.is_progress_bar_enabled()
+    if shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def _load(source: str, dtype: torch.dtype, attn: str | None, **kwargs: Any) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(source, **kwargs)
     if attn:
         kwargs["attn_implementation"] = attn
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    with _hf_bars_off(Path(source).is_dir()):  # a hub model's bar stays: loading it takes a while
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     return model, tokenizer
 
 
@@ -245,18 +264,11 @@ def save_policy(model: Any, tokenizer: Any, path: Path | str, state_dict: dict |
         # a gathered state dict holds tied weights twice; the model's own save writes them once
         tied = getattr(model, "_tied_weights_keys", None) or {}
         state_dict = {k: v for k, v in state_dict.items() if k not in tied}
-    from transformers.utils import logging as hf_logging
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # its "Writing model shards" bar, at every checkpoint, is noise
-    try:
+    with _hf_bars_off():
         if _distributed_rank() > 0:  # transformers writes weights on rank 0 only; a rank's own copy (its vLLM engine's)
             _write_weights(to_save, path, state_dict)
         else:
             to_save.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(path)
     set_file_modes(path)
     return path

@@ -8,7 +8,6 @@ from core.config import ReproduceJob
 from core.experiments.reproduce.claims import MIN_EFFECT, RULE, claims
 from core.experiments.reproduce.plan import Plan, SubRun, rl_variants
 from core.overrides import apply_overrides, to_dict
-from core.stages import Context, run_stage
 from core.store import Run, StoreError, atomic_write_json, new_run, read_json
 
 
@@ -46,13 +45,12 @@ class Ledger:
         return run, False
 
 
-def execute(sub: SubRun, ledger: Ledger, ctx: Context) -> dict:
-    """Run one sub-run in this process (as its `python -m lab` command would) and mark it complete."""
+def prepare(sub: SubRun, ledger: Ledger) -> tuple[Any, Run, bool]:
+    """(config with its inputs' folders filled in, run folder, resumed?) of a sub-run whose
+    inputs have finished: what running it (as its `python -m lab` command would) needs."""
     cfg = apply_overrides(sub.job, {k: str(ledger.run(dep).path) for k, dep in sub.needs.items()})  # type: ignore[union-attr]
     run, resumed = ledger.open(sub, cfg)
-    out = run_stage(sub.stage, cfg, run, Context(ctx.say, ctx.progress, ledger.runs_dir, resumed))
-    run.write_summary(out)
-    return out
+    return cfg, run, resumed
 
 
 def finished_seeds(job: ReproduceJob, p: Plan, ledger: Ledger) -> list[int]:
