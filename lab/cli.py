@@ -29,7 +29,7 @@ HELP = {
     "rl": "T1 RL from an SFT policy (oversampling, RLOO, entropy bonus, EMA anchor, penalties)",
     "eval": "accuracy of a model (eval: model.name=PATH) on a task split",
     "budget": "accuracy against reasoning budget (model.name=RUN: every RL checkpoint)",
-    "reproduce": "T1's six claims on the embedded task, several seeds each -> report.html (preset: reproduce)",
+    "reproduce": "T1's seven claims on the embedded task, paired tests over several seeds -> report.html (preset: reproduce)",
 }
 
 

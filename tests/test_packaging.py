@@ -37,6 +37,7 @@ def test_light_modules_import_without_torch() -> None:
         "import core.store, core.config, core.overrides, core.types, core.tasks, core.synth.programmatic\n"
         "import core.evaluate, core.sampling, core.sampling.protocol, core.sampling.text, core.report.views\n"
         "import core.report.points, core.report.rollouts, core.strip, core.trackers, core.dist\n"
+        "import core.experiments.reproduce.claims, core.experiments.reproduce.paired\n"
         "import lab.cli\n"
         "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
     )

@@ -119,3 +119,23 @@ def test_rl_heldout_evaluation_follows_the_eval_section(tmp_path, tiny_model_dir
     assert start_eval()["eval/len_mean"] == base["eval/len_mean"]  # same seed, same evaluation
     assert start_eval(**{"eval.seed": 7})["eval/len_mean"] != base["eval/len_mean"]
     assert start_eval(**{"eval.num_problems": 3})["eval/n"] == 3
+
+
+def test_rl_keeps_its_heldout_rows_per_evaluation_and_rewind_drops_later_ones(tmp_path, tiny_model_dir) -> None:
+    """The paired tests of `lab reproduce` compare runs problem by problem: the rows of the
+    start (step 0) and of each evaluation are kept, and a resumed run's history has no rows of
+    steps it went back over."""
+    from core.commands import run_command
+
+    over = {"rl.init": str(tiny_model_dir), "rl.steps": 2, "rl.prompts_per_step": 2, "rl.num_generations": 2,
+            "rl.micro_batch_size": 4, "rl.sampling.max_new_tokens": 8, "rl.eval_every": 1, "rl.save_every": 1,
+            "eval.num_problems": 5, "eval.sampling.max_new_tokens": 8}
+    run, _ = run_command("rl", over, tmp_path, say=lambda s: None, progress=False)
+    assert run.heldout_steps() == [0, 1, 2]
+    rows = run.heldout_rows(2)
+    assert len(rows) == 5 and {"problem_id", "correct", "num_tokens", "num_reflections", "verified"} <= set(rows[0])
+    evals = {m["step"]: m for m in run.metrics() if "eval/acc" in m}
+    assert evals[2]["eval/acc"] == sum(r["correct"] for r in rows) / 5
+    assert [r["problem_id"] for r in run.heldout_rows(0)] == [r["problem_id"] for r in rows]
+    run.rewind(1)
+    assert run.heldout_steps() == [0, 1]
