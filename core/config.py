@@ -505,6 +505,10 @@ class ReproduceJob:
                f"claim 4's compute-matched arm runs K=reproduce.k_large on rl.prompts_per_step x k_small / k_large "
                f"prompts: {n} x {k.k_small} / {k.k_large} is not a whole number (pick rl.prompts_per_step "
                f"a multiple of {k.k_large // math.gcd(k.k_small, k.k_large)})")
+        chosen = parse_checkpoints(self.budget.checkpoints)
+        _check(chosen == "all" or (isinstance(chosen, tuple) and 0 in chosen and 1 in chosen),
+               "claim 2 compares the SFT model's budget curve with the last RL checkpoint's: budget.checkpoints must "
+               f"be 'all' or fractions that include 0 and 1, like 0,0.3,0.6,1 (got {self.budget.checkpoints!r})")
 
 
 def _check_one_engine(rl: RLConfig, ev: EvalConfig) -> None:

@@ -90,6 +90,9 @@ def test_plan_names_the_key_that_breaks_a_variant() -> None:
         plan(_job(**{"reproduce.k_small": "2", "reproduce.k_large": "8", "rl.micro_batch_size": "48"}))  # 12 x 2 < 48
     with pytest.raises(ConfigError, match="rl.prompts_per_step x k_small / k_large"):
         _job(**{"rl.prompts_per_step": "10", "rl.micro_batch_size": "8"}).check()  # 10 x 4 / 16 prompts: not whole
+    for spec in ("last", "0.5,1", "0,0.5"):  # claim 2 needs the SFT model's curve and the last checkpoint's
+        with pytest.raises(ConfigError, match="budget.checkpoints must be 'all' or fractions that include 0 and 1"):
+            _job(**{"budget.checkpoints": spec})
 
 
 ARMS = {  # variant -> accuracy at the start, at the end, held-out truncated fraction at the end
