@@ -98,7 +98,7 @@ def run(job: ReproduceJob, run: Run, ctx: Context) -> dict:
     else:
         pool = _Inline()
     running: dict[Future, SubRun] = {}
-    est_done, n_started, n_done = 0.0, 0, 0
+    est_done, n_done = 0.0, 0
 
     def eta() -> str:
         rate = (time.time() - t0) / est_done if est_done > 60 else 1.0 / workers  # too little done to extrapolate
@@ -120,8 +120,7 @@ def run(job: ReproduceJob, run: Run, ctx: Context) -> dict:
                 if not all(ledger.done(p.key(dep)) for dep in sub.needs.values()):
                     continue
                 pending.remove(sub)
-                n_started += 1
-                say(f"[{n_started}/{len(todo)}] start {sub.key} ({sub.stage}), {eta()}")
+                say(f"start {sub.key} ({sub.stage}); {n_done} of {len(todo)} done, {eta()}")
                 cfg, sub_run, resumed = prepare(sub, ledger)
                 sub_say: Say = _quiet
                 if ctx.progress:
