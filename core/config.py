@@ -473,6 +473,7 @@ class ReproduceConfig:
                           "also run on rl.prompts_per_step x k_small / k_large prompts (the same rollouts per step)")
     anchor_beta: float = _f(0.2, "claim 6 (EMA anchor vs frozen reference): rl.beta of both arms, large enough that the KL term binds")
     anchor_rate: float = _f(0.9, "claim 6: rl.anchor_rate of the EMA arm (its anchor must move within the run's steps)")
+    anchor_steps: int = _f(0, "claim 6: rl.steps of both arms, long enough for a frozen reference to hold the policy back (0 = rl.steps)")
     workers: int = _f(1, "sub-runs at a time, each in a process of its own (set model.threads so that workers x threads fits the cores)")
 
     def validate(self) -> None:
@@ -480,6 +481,7 @@ class ReproduceConfig:
                f"reproduce.seeds must be distinct and at least one (got {list(self.seeds)})")
         _check(2 <= self.k_small < self.k_large,
                f"reproduce.k_small must be >= 2 and < reproduce.k_large (got {self.k_small}, {self.k_large})")
+        _check(self.anchor_steps >= 0, f"reproduce.anchor_steps must be >= 0 (got {self.anchor_steps})")
         _check(self.workers >= 1, f"reproduce.workers must be >= 1 (got {self.workers})")
         _check(self.anchor_beta > 0, f"reproduce.anchor_beta must be > 0 (got {self.anchor_beta})")
         _check(0 <= self.anchor_rate < 1, f"reproduce.anchor_rate must be in [0, 1) (got {self.anchor_rate})")

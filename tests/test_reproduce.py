@@ -77,7 +77,8 @@ def test_plan_covers_every_claim_and_shares_equal_runs() -> None:
     job = lambda key: p.subs[keys.index(key)].job.rl  # noqa: E731
     assert job("rl-k16-1").num_generations == 16 and job("rl-k16-1").prompts_per_step == 12
     assert (job("rl-k16-matched-1").num_generations, job("rl-k16-matched-1").prompts_per_step) == (16, 3)
-    assert (job("rl-frozen-2").anchor, job("rl-frozen-2").beta) == ("frozen", 0.2)
+    assert (job("rl-frozen-2").anchor, job("rl-frozen-2").beta, job("rl-frozen-2").steps) == ("frozen", 0.2, 90)
+    assert job("rl-base-2").steps == 30 and job("rl-ema-beta-2").steps == 90
     assert (job("rl-ema-beta-2").anchor, job("rl-ema-beta-2").beta, job("rl-ema-beta-2").anchor_rate) == ("ema", 0.2, 0.9)
     assert p.subs[keys.index("rl-plain-0")].needs == {"rl.init": "sft-plain-0"}
     assert p.subs[keys.index("sft-t1-2")].job.sft.seed == 2

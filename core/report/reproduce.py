@@ -33,6 +33,13 @@ def fmt_value(v: float, unit: str, sign: bool = True) -> str:
     return f"{v * scale:{'+' if sign else ''}.{digits}f}{suffix}"
 
 
+def fmt_interval(ci: list[float], unit: str) -> str:
+    """[lo, hi] in the unit's scale, without repeating the unit."""
+    scale, _ = UNITS[unit]
+    digits = 2 if unit == "count" else 1
+    return f"[{ci[0] * scale:+.{digits}f}, {ci[1] * scale:+.{digits}f}]"
+
+
 _VERDICT_COLOR = {"reproduced": "#1a7f37", "contradicted": "#cf222e", "not reproduced": "#9a6700"}
 
 
@@ -47,8 +54,8 @@ def _table(report: dict) -> str:
         for i, p in enumerate(c["parts"]):
             unit = p["unit"]
             lo, hi = p["ci"]
-            seeds = "<br>".join(f"{fmt_value(s['estimate'], unit)} [{fmt_value(s['ci'][0], unit, False)}, "
-                                f"{fmt_value(s['ci'][1], unit, False)}], p {s['p']:.3f}" for s in p["seeds"])
+            seeds = "<br>".join(f"{fmt_value(s['estimate'], unit)} {fmt_interval(s['ci'], unit)}, p {s['p']:.3f}"
+                                for s in p["seeds"])
             lab_q = "" if p["paper"] else "<br><small>(the lab's question: does not decide the claim)</small>"
             part_verdict = (f"<span style='color:{_VERDICT_COLOR[p['verdict']]}'>{p['verdict']}</span>"
                             f"<br><small>{html.escape(p['why'])}</small>")
@@ -56,8 +63,7 @@ def _table(report: dict) -> str:
                     f"</small>{note}</td>") if i == 0 else ""
             tail = f"<td rowspan={len(c['parts'])}>{verdict}</td>" if i == 0 else ""
             rows.append(f"<tr>{head}<td>{html.escape(p['quantity'])}{lab_q}</td>"
-                        f"<td><b>{fmt_value(p['estimate'], unit)}</b> [{fmt_value(lo, unit, False)}, "
-                        f"{fmt_value(hi, unit, False)}]<br><small>p {p['p']:.3f}, {p['n_problems']} problems</small></td>"
+                        f"<td><b>{fmt_value(p['estimate'], unit)}</b> {fmt_interval([lo, hi], unit)}<br><small>p {p['p']:.3f}, {p['n_problems']} problems</small></td>"
                         f"<td><small>{seeds}</small></td><td>{fmt_value(p['min_effect'], unit)}</td>"
                         f"<td>{part_verdict}</td>{tail}</tr>")
     seeds = ", ".join(map(str, report["seeds"])) + (" (partial: the other seeds are still running)"
@@ -114,7 +120,10 @@ def _mean_curves(per_seed: list[dict[str, dict]]) -> list[dict]:
             trunc = [c["points"][j]["truncated_frac"] for c in same if len(c.get("points") or []) > j]
             points.append({**p, "accuracy": statistics.fmean(accs), "ci_low": min(accs), "ci_high": max(accs),
                            "truncated_frac": statistics.fmean(trunc)})
-        out.append({"checkpoint": first.get("checkpoint"), "step": first.get("step"), "points": points})
+        free = [c["unconstrained"] for c in same if c.get("unconstrained")]
+        unconstrained = {**free[0], "accuracy": statistics.fmean(f["accuracy"] for f in free)} if free else None
+        out.append({"checkpoint": first.get("checkpoint"), "step": first.get("step"), "points": points,
+                    "unconstrained": unconstrained})
     return out
 
 

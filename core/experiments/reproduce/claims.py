@@ -27,7 +27,7 @@ from core.experiments.reproduce.paired import (
     paired_test,
     per_problem,
 )
-from core.report.reproduce import UNITS, fmt_value
+from core.report.reproduce import fmt_interval, fmt_value
 from core.store import Run, StoreError
 
 RULE = ("per quantity: the per-problem differences of the two arms (the same held-out problems in both), "
@@ -110,11 +110,8 @@ def claim(cid: int, text: str, parts: list[dict], context: dict[str, str], note:
 
 
 def fmt_part(p: dict) -> str:
-    lo, hi = p["ci"]
-    scale, _ = UNITS[p["unit"]]
-    digits = 2 if p["unit"] == "count" else 1
-    return (f"{p['quantity']}: {fmt_value(p['estimate'], p['unit'])} "
-            f"[{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]")
+    """"quantity: estimate [95% interval]" in the quantity's unit."""
+    return f"{p['quantity']}: {fmt_value(p['estimate'], p['unit'])} {fmt_interval(p['ci'], p['unit'])}"
 
 
 def _pct(v: float) -> str:
@@ -189,7 +186,7 @@ def claims(job: ReproduceJob, rl: dict[str, list[Run]], budget: list[Run]) -> li
               {"EMA": _pct(acc("ema-beta").mean()), "frozen": _pct(acc("frozen").mean()),
                "KL to the anchor at the end, EMA": _kl(rl["ema-beta"]), "KL, frozen": _kl(rl["frozen"])},
               f"Both arms at beta {k.anchor_beta:g} (the recipe's {job.rl.beta:g} leaves the KL term far below the "
-              f"advantages); the EMA arm at rate {k.anchor_rate:g} per step."),
+              f"advantages) for {k.anchor_steps or job.rl.steps} steps; the EMA arm at rate {k.anchor_rate:g} per step."),
         longer_and_reflective(rl["base"]),
     ]
 

@@ -12,7 +12,7 @@ Sub-runs live under <reproduce run>/runs/<key> (a seed s sets sft.seed and rl.se
       rl-k<large>-matched-s        K = k_large on prompts x k_small / k_large (same rollouts): claim 4
       rl-nopenalty-s               the three -1 penalties off: claim 5
       rl-ema-beta-s, rl-frozen-s   EMA anchor (reproduce.anchor_rate) and frozen reference, both at
-                                   beta = reproduce.anchor_beta: claim 6
+                                   beta = reproduce.anchor_beta for reproduce.anchor_steps: claim 6
       budget-s                     budget curves of rl-base-s at budget.checkpoints: claim 2
 A variant equal to another sub-run (e.g. rl.num_generations == k_large) reuses it. Each sub-run
 carries an estimate of its seconds on an idle 2-core machine (`estimate_s`), which orders
@@ -69,14 +69,15 @@ def estimate_s(stage: str, job: Any) -> float:
 def rl_variants(job: ReproduceJob) -> dict[str, dict[str, Any]]:
     """RL variant name -> overrides of the base T1 recipe."""
     k = job.reproduce
+    longer = {"rl.steps": k.anchor_steps, "rl.save_every": max(k.anchor_steps // 10, 1)} if k.anchor_steps else {}
     return {"base": {}, f"k{k.k_small}": {"rl.num_generations": k.k_small},
             f"k{k.k_large}": {"rl.num_generations": k.k_large},
             f"k{k.k_large}-matched": {"rl.num_generations": k.k_large,
                                       "rl.prompts_per_step": job.rl.prompts_per_step * k.k_small // k.k_large},
             "nopenalty": {"rl.penalize_overlong": False, "rl.penalize_repetition": False,
                           "rl.penalize_garbled": False},
-            "ema-beta": {"rl.anchor": "ema", "rl.beta": k.anchor_beta, "rl.anchor_rate": k.anchor_rate},
-            "frozen": {"rl.anchor": "frozen", "rl.beta": k.anchor_beta}}
+            "ema-beta": {"rl.anchor": "ema", "rl.beta": k.anchor_beta, "rl.anchor_rate": k.anchor_rate, **longer},
+            "frozen": {"rl.anchor": "frozen", "rl.beta": k.anchor_beta, **longer}}
 
 
 def plan(job: ReproduceJob) -> Plan:
