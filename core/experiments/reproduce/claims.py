@@ -14,6 +14,7 @@ reported with its own verdict beside the claim but does not decide it.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ def late_truncation(run: Run) -> float:
 
 def part(name: str, a: Arm, b: Arm, unit: str, paper: bool = True, seed: int = 0) -> dict[str, Any]:
     """One quantity: A - B per problem (positive = as T1 claims), tested."""
-    ids, d = differences(a.values, b.values)
+    _, d = differences(a.values, b.values)
     return {"quantity": name, "unit": unit, "paper": paper, **paired_test(d, MIN_EFFECT[unit], seed)}
 
 
@@ -152,7 +153,8 @@ def claims(job: ReproduceJob, rl: dict[str, list[Run]], budget: list[Run]) -> li
     k = job.reproduce
     kl, ks, km = f"k{k.k_large}", f"k{k.k_small}", f"k{k.k_large}-matched"
 
-    def acc(variant: str, when: str = "final") -> Arm:
+    @functools.cache
+    def acc(variant: str, when: str = "final") -> Arm:  # each arm's rows read once
         return rl_arm(rl[variant], when, "correct")
 
     base_start, base_final = acc("base", "start"), acc("base")
