@@ -210,7 +210,9 @@ class SFTConfig:
     max_steps: int = _f(1700, "optimizer steps (cosine decays to 0 at this step)")
     batch_size: int = _f(32, "sequences per optimizer step")
     micro_batch_size: int = _f(32, "sequences per forward pass (gradient accumulation = batch / micro)")
-    max_seq_len: int = _f(224, "drop traces longer than this many tokens (prompt + response)")
+    max_seq_len: int = _f(141, "drop traces longer than this many tokens (prompt + response + end token); 141 keeps "
+                          "the embedded task's traces whose response fits its 128-token generation limit after "
+                          "the 12-token prompt: longer ones teach responses that evaluation and RL cut off")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient norm clip")
     lora: LoraConfig = field(default_factory=LoraConfig)
