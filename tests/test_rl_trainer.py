@@ -250,6 +250,40 @@ def test_rl_step_benchmark_interleaves_the_trainers(capsys) -> None:
     assert last["ours_samples_per_s"] > 0 and last["trl_samples_per_s"] > 0 and last["steps"] == 2
 
 
+@pytest.mark.slow
+def test_rl_step_benchmark_on_a_random_toy_qwen(capsys) -> None:
+    """`--arch toy`: a random Qwen2 of the toy shapes with the embedded math tokenizer, on the
+    minimath task. Its LM head has more rows than the tokenizer has ids, so both trainers sample
+    ids that decode to nothing; both still run their steps, and the JSON names the arch and the
+    sampler and carries ours' weight-sync time (about 0 with the hf sampler, which copies nothing;
+    TRL's only with vLLM)."""
+    pytest.importorskip("trl")
+    from lab.bench import TOY, rl_step
+
+    out = rl_step.main(["--arch", "toy", "--steps", "2", "--prompts", "2", "--k", "2", "--max-new-tokens", "6",
+                        "--trl-pass-rows", "0"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == out and (last["arch"], last["sampler"], last["steps"]) == ("toy", "hf", 2)
+    assert last["vocab_size"] == TOY["vocab_size"] > last["tokenizer_size"]
+    assert last["ours_samples_per_s"] > 0 and last["trl_samples_per_s"] > 0
+    assert 0 < last["ours_mean_len"] <= 6 and 0 < last["trl_mean_len"] <= 6
+    assert 0 <= last["ours_sync_weights_s"] < 0.01 and "trl_sync_weights_s" not in last
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--random-init", "--arch", "toy"], "contradicts --arch toy"),
+    (["--model", "runs/x", "--arch", "toy"], "pass one of them"),
+    (["--prompts", "3", "--k", "2", "--trl-pass-rows", "4"], "must divide prompts x k = 6"),
+    (["--arch", "toy", "--sampler", "vllm"], "needs --device cuda"),
+])
+def test_rl_step_benchmark_refuses_bad_options_in_one_line(argv, message) -> None:
+    from lab.bench import rl_step
+
+    with pytest.raises(SystemExit) as e:
+        rl_step.main(argv)
+    assert str(e.value).startswith("error: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
 def test_lora_anchor_bench_measures_the_approximation(tmp_path, capsys) -> None:
     """`lab.bench.lora_anchor` smoke: figures come out finite, and the anchor's delta equals
     the exact EMA before any step (B = 0: both deltas are 0) but not after two."""

