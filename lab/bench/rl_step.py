@@ -77,9 +77,10 @@ Held equal:
     of GPU memory (`vllm_memory_frac` = `vllm_gpu_memory_utilization` = 0.3, each one's
     default), sleep mode off on both (vLLM allows one sleeping engine per process, and a
     sleeping engine would move the weight copy into the next generation), prefix caching and
-    CUDA graphs (each engine's default on a GPU), the engine dtype: TRL's engine cannot be given one and takes vLLM's `auto`, which downcasts the
-    saved fp32 weights (bf16 on current GPUs and CPUs), so TRL's engine is built first and
-    ours gets the dtype it got (`vllm_dtype` in the JSON). KV cache: ours is sized to hold the
+    CUDA graphs (each engine's default on a GPU), and the engine dtype: TRL's engine cannot be
+    given one and takes vLLM's `auto`, which downcasts the saved fp32 weights (bf16 on current
+    GPUs and CPUs), so TRL's engine is built first and ours gets the dtype it got (`vllm_dtype`
+    in the JSON). KV cache: ours is sized to hold the
     whole generation batch (prompts * K rows of longest prompt + token limit, 25% spare, at
     least 1 GiB: `vllm_kv_cache_gib`); TRL's is whatever its memory share leaves (TRL has no
     KV setting; its `max_num_seqs` is the generation batch), so neither waits for cache. The
