@@ -82,6 +82,21 @@ def build_examples(
     return kept, len(traces) - len(kept)
 
 
+# more than this share of the traces dropped for length: the run says so (the embedded pair-sum
+# task's default drops about a quarter, its overlong traces, on purpose)
+DROPPED_WARN_SHARE = 0.5
+
+
+def dropped_warning(total: int, dropped: int, max_seq_len: int) -> str | None:
+    """A warning line when `max_seq_len` drops more than half of `total` traces: SFT then learns
+    from the short ones only, as when a task with long traces runs without its preset."""
+    if total == 0 or dropped / total <= DROPPED_WARN_SHARE:
+        return None
+    return (f"warning: {dropped} of {total} traces ({dropped / total:.0%}) are longer than sft.max_seq_len="
+            f"{max_seq_len} tokens and were dropped; raise sft.max_seq_len to train on them (a task's preset "
+            f"sets the length it needs, e.g. --preset minimath)")
+
+
 def collate(batch: Sequence[Example], pad_id: int, device: str) -> dict[str, torch.Tensor]:
     """Right-padded input_ids, attention_mask and labels (-100 outside the response)."""
     width = max(len(e.input_ids) for e in batch)

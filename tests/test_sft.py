@@ -14,10 +14,12 @@ from core.sft import (
     accumulate_gradients,
     build_examples,
     collate,
+    dropped_warning,
     render_example,
     response_loss,
     train_sft,
 )
+from core.synth import minimath as minimath_synth
 from core.synth.programmatic import synthesize
 from core.tasks.base import TaskError
 
@@ -97,3 +99,23 @@ def test_empty_and_too_long_data_are_clear_errors(pairsum_task) -> None:
         build_examples(traces, pairsum_task, tok, 8)
     with pytest.raises(TaskError, match="missing response"):
         build_examples([{"question": "numbers 1 2 target 3"}], pairsum_task, tok, 100)
+
+
+def test_a_length_limit_that_drops_most_traces_is_announced(pairsum_task) -> None:
+    """The default length limit drops the pair-sum task's overlong traces without a word; the
+    same limit on the embedded math task's longer traces drops most of them, and says so."""
+    from core.tasks.minimath import MiniMathTask
+
+    limit = SFTConfig().max_seq_len
+    _, tok = build_tiny_model(SMALL)
+    traces = list(synthesize(pairsum_task.problems("train", 400), "t1", 0.8, 0.1, seed=0))
+    kept, dropped = build_examples(traces, pairsum_task, tok, limit)
+    assert 0 < dropped and dropped_warning(len(traces), dropped, limit) is None
+    math_task = MiniMathTask()
+    _, math_tok = build_tiny_model(SMALL, task="minimath")
+    traces = list(minimath_synth.synthesize(math_task.problems("train", 200), "t1", 0.85, 0.15, 0, 20))
+    kept, dropped = build_examples(traces, math_task, math_tok, limit)
+    warning = dropped_warning(len(traces), dropped, limit)
+    assert warning is not None and warning.startswith("warning: ") and "\n" not in warning
+    assert f"{dropped} of {len(traces)} traces" in warning and f"sft.max_seq_len={limit}" in warning
+    assert dropped_warning(10, 5, limit) is None and dropped_warning(0, 0, limit) is None

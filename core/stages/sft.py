@@ -13,7 +13,7 @@ import torch
 from core.config import EvalConfig, SFTJob, SynthJob
 from core.dist import full_state, is_sharded, shard_model
 from core.models import apply_lora, count_parameters, load_model, save_policy
-from core.sft import build_examples, trace_problem, train_sft
+from core.sft import build_examples, dropped_warning, trace_problem, train_sft
 from core.stages import synth
 from core.stages.common import (
     Context,
@@ -82,6 +82,9 @@ def run(job: SFTJob, run: Run, ctx: Context) -> dict:
         model = shard_model(model, job.sft.bf16_autocast)
     say(f"training {job.model.name} ({n_params / 1e6:.2f}M parameters) on {len(examples)} traces "
         f"({dropped} longer than {job.sft.max_seq_len} tokens dropped) for {job.sft.max_steps} steps")
+    warning = dropped_warning(len(traces), dropped, job.sft.max_seq_len)
+    if warning:
+        say(warning)
 
     def save(step: int | str, resume_state: dict | None = None) -> None:
         """checkpoints/step_N (with the resume state) or checkpoints/final (without)."""
