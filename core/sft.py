@@ -93,8 +93,8 @@ def dropped_warning(total: int, dropped: int, max_seq_len: int) -> str | None:
     if total == 0 or dropped / total <= DROPPED_WARN_SHARE:
         return None
     return (f"warning: {dropped} of {total} traces ({dropped / total:.0%}) are longer than sft.max_seq_len="
-            f"{max_seq_len} tokens and were dropped; raise sft.max_seq_len to train on them (a task's preset "
-            f"sets the length it needs, e.g. --preset minimath)")
+            f"{max_seq_len} tokens and were dropped; raise sft.max_seq_len to train on them (the presets in "
+            f"lab/presets set the lengths their tasks need, e.g. --preset minimath)")
 
 
 def collate(batch: Sequence[Example], pad_id: int, device: str) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from core.sft import (
 from core.synth import minimath as minimath_synth
 from core.synth.programmatic import synthesize
 from core.tasks.base import TaskError
+from core.tasks.minimath import MiniMathTask
 
 SMALL = TinySpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
 
@@ -104,17 +105,15 @@ def test_empty_and_too_long_data_are_clear_errors(pairsum_task) -> None:
 def test_a_length_limit_that_drops_most_traces_is_announced(pairsum_task) -> None:
     """The default length limit drops the pair-sum task's overlong traces without a word; the
     same limit on the embedded math task's longer traces drops most of them, and says so."""
-    from core.tasks.minimath import MiniMathTask
-
     limit = SFTConfig().max_seq_len
     _, tok = build_tiny_model(SMALL)
     traces = list(synthesize(pairsum_task.problems("train", 400), "t1", 0.8, 0.1, seed=0))
-    kept, dropped = build_examples(traces, pairsum_task, tok, limit)
+    _, dropped = build_examples(traces, pairsum_task, tok, limit)
     assert 0 < dropped and dropped_warning(len(traces), dropped, limit) is None
     math_task = MiniMathTask()
     _, math_tok = build_tiny_model(SMALL, task="minimath")
     traces = list(minimath_synth.synthesize(math_task.problems("train", 200), "t1", 0.85, 0.15, 0, 20))
-    kept, dropped = build_examples(traces, math_task, math_tok, limit)
+    _, dropped = build_examples(traces, math_task, math_tok, limit)
     warning = dropped_warning(len(traces), dropped, limit)
     assert warning is not None and warning.startswith("warning: ") and "\n" not in warning
     assert f"{dropped} of {len(traces)} traces" in warning and f"sft.max_seq_len={limit}" in warning
